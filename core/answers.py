@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,10 +23,13 @@ CheckVerdict = Literal["correct", "incorrect", "unparseable"]
 MAX_SCAN_CHARS = 4000
 MAX_ANSWER_CHARS = 200
 
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+# Commas only as thousands separators: "1,000" is one number, "1,2,3" is three.
+_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
+# Optional math delimiters around the answer are $, $$, \( \) or \[ \] (a lone
+# backslash is not one: it starts a LaTeX command such as \frac).
 _ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:is|:|=)\s*:?\s*\$?\\?\(?\s*([^\n$]+?)\s*\$?\\?\)?\s*(?:\.\s|\.?$|\n)",
+    r"answer\s*(?:is|:|=)\s*:?\s*(?:\$\$?|\\\(|\\\[)?\s*([^\n$]+?)\s*(?:\$\$?|\\\)|\\\])?\s*(?:\.\s|\.?$|\n)",
     re.IGNORECASE,
 )
 _LAST_NUMBER_RE = re.compile(_NUMBER)
@@ -39,44 +43,84 @@ class AnswerCheck:
 
 
 def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), brace-balanced."""
-    best = None
-    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            c = text[i]
-            depth += (c == "{") - (c == "}")
-            i += 1
-        if depth == 0:
-            best = text[m.end() : i - 1]
-    return best
+    """Content of the last \\boxed{...} (or \\fbox{...}) whose braces balance.
+
+    One pass pairs every brace (a stack of open positions), so unbalanced input such
+    as thousands of "\\boxed{" costs linear time, not quadratic.
+    """
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    if not starts:
+        return None
+    close_of: dict[int, int] = {}  # index after an opening brace -> index of its closing brace
+    stack: list[int] = []
+    for i, c in enumerate(text):
+        if c == "{":
+            stack.append(i + 1)
+        elif c == "}" and stack:
+            close_of[stack.pop()] = i
+    for s in reversed(starts):
+        if s in close_of:
+            return text[s : close_of[s]]
+    return None
+
+
+def _too_long(ans: str, how: str) -> tuple[str, str] | None:
+    # A truncated answer could turn a wrong answer into a "correct" prefix: refuse it.
+    if len(ans) > MAX_ANSWER_CHARS:
+        return "", f"final answer ({how}) is longer than {MAX_ANSWER_CHARS} characters"
+    return None
 
 
 def extract_final_answer(text: str) -> tuple[str, str]:
     """Return (answer, how) where how names the rule that matched, or ("", reason)."""
     if not isinstance(text, str) or not text.strip():
         return "", "empty response"
-    tail = text[-MAX_SCAN_CHARS:]
+    tail = text.rstrip()[-MAX_SCAN_CHARS:]  # trailing whitespace must not push the answer out
     boxed = _last_boxed(tail)
     if boxed is not None and boxed.strip():
-        return boxed.strip()[:MAX_ANSWER_CHARS], "boxed"
+        return _too_long(boxed.strip(), "boxed") or (boxed.strip(), "boxed")
     hashes = _HASH_RE.findall(tail)
     if hashes and hashes[-1].strip():
-        return hashes[-1].strip()[:MAX_ANSWER_CHARS], "####"
+        return _too_long(hashes[-1].strip(), "####") or (hashes[-1].strip(), "####")
     said = _ANSWER_IS_RE.findall(tail)
     if said:
         ans = said[-1].strip().rstrip(".").strip()
         if ans:
-            return ans[:MAX_ANSWER_CHARS], "answer-is"
+            return _too_long(ans, "answer-is") or (ans, "answer-is")
     nums = _LAST_NUMBER_RE.findall(tail)
     if nums:
-        return nums[-1], "last-number"
+        return _too_long(nums[-1], "last-number") or (nums[-1], "last-number")
     return "", "no answer found in the last %d characters" % MAX_SCAN_CHARS
 
 
+# Words that are mathematics, not a unit, after a number ("5 pi" is not 5).
+_MATH_WORDS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "exp", "inf", "infty", "infinity", "root", "squared",
+               "cubed", "plus", "minus", "over", "mod"}
+# A number, then (after a space) only plain words: "12 dollars", "1,000 square feet".
+_UNIT_TAIL_RE = re.compile(
+    r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+)\s*(%?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\.?"
+)
+
+
+def _ascii_digits(s: str) -> str:
+    """Unicode decimal digits (fullwidth, Arabic-Indic, ...) as ASCII; U+2212 minus as '-'."""
+    if s.isascii():
+        return s
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in s).replace("\u2212", "-")
+
+
 def _normalise_plain(ans: str) -> str:
-    a = ans.strip().strip("$").strip()
-    a = re.sub(r"^\\text\{(.*)\}$", r"\1", a)
+    a = _ascii_digits(ans).strip()
+    a = re.sub(r"^\*\*(.*)\*\*$", r"\1", a).strip()  # markdown bold
+    a = a.strip("$").strip()
+    if a.startswith("\\$"):  # LaTeX-escaped dollar sign
+        a = a[2:].strip()
+    a = re.sub(r"^\\text\{(.*)\}$", r"\1", a).strip()
+    m = _UNIT_TAIL_RE.fullmatch(a)
+    if m and not {w.lower() for w in m.group(3).split()} & _MATH_WORDS:
+        # "12 dollars", "12 cm", "50 percent": the number (math-verify reads "dollars" as a product)
+        pct = "%" if m.group(2) or m.group(3).lower() == "percent" else ""
+        a = m.group(1) + pct
     return a.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", a) else a
 
 
@@ -114,51 +158,73 @@ def _verify_worker(conn) -> None:  # runs in the child process
 class AnswerChecker:
     """Thread-safe checker with a per-item deadline enforced by killing the worker."""
 
+    # A fresh worker first imports math-verify and sympy (about a second, more on a
+    # loaded machine); that start-up time does not count against the item's deadline.
+    START_GRACE_S = 10.0
+
     def __init__(self, timeout_s: float = 5.0):
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn = None
+        self._warm = False
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_verify_worker, args=(child,), daemon=True)
         self._proc.start()
+        child.close()  # only the worker holds its end, so its death reads as EOF here
         self._conn = parent
+        self._warm = False
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
             self._proc.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
         self._proc = self._conn = None
+        self._warm = False  # the next worker pays for its imports again
 
     def close(self) -> None:
         with self._lock:
             self._kill()
 
     def _equivalent(self, gold: str, pred: str) -> tuple[CheckVerdict, str]:
-        if _normalise_plain(gold) == _normalise_plain(pred):
+        gold, pred = _normalise_plain(gold), _normalise_plain(pred)
+        if gold == pred:
             return "correct", "exact match"
         with self._lock:
             if self._proc is None or not self._proc.is_alive():
+                self._kill()
                 self._start()
-            self._conn.send((gold, pred))
-            # The first call also pays for the worker's imports (about a second).
-            if self._conn.poll(self.timeout_s + (10 if not getattr(self, "_warm", False) else 0)):
-                self._warm = True
-                return self._conn.recv()
+            try:
+                self._conn.send((gold, pred))
+                if self._conn.poll(self.timeout_s + (0 if self._warm else self.START_GRACE_S)):
+                    result = self._conn.recv()
+                    self._warm = True
+                    return result
+            except (EOFError, OSError) as e:  # the worker died (crash, OOM kill): start afresh next time
+                self._kill()
+                return "unparseable", f"checker worker died ({type(e).__name__})"
             self._kill()
             return "unparseable", f"checker deadline of {self.timeout_s}s exceeded"
 
     def check(self, response: str, gold_answer: str) -> AnswerCheck:
-        if not gold_answer or not str(gold_answer).strip():
+        if gold_answer is None or not str(gold_answer).strip():
             return AnswerCheck("unparseable", "no reference answer to check against")
         pred, how = extract_final_answer(response)
         if not pred:
             return AnswerCheck("unparseable", how)
-        gold, _ = extract_final_answer(str(gold_answer)) if len(str(gold_answer)) > 40 else (str(gold_answer), "")
-        verdict, why = self._equivalent(gold.strip()[:MAX_ANSWER_CHARS], pred)
+        gold = str(gold_answer).strip()
+        if _looks_like_solution(gold):
+            gold, why = extract_final_answer(gold)
+            if not gold:
+                return AnswerCheck("unparseable", f"reference: {why}", pred)
+        if len(gold) > MAX_ANSWER_CHARS:
+            return AnswerCheck("unparseable", f"reference answer is longer than {MAX_ANSWER_CHARS} characters", pred)
+        verdict, why = self._equivalent(gold, pred)
         return AnswerCheck(verdict, f"{how}; {why}", pred)
 
     def __del__(self):
@@ -166,3 +232,11 @@ class AnswerChecker:
             self._kill()
         except Exception:
             pass
+
+
+def _looks_like_solution(gold: str) -> bool:
+    """A worked solution rather than a bare final answer: take its final answer first.
+
+    Length alone does not tell: "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}" is a long answer.
+    """
+    return bool(re.search(r"\\boxed|\\fbox|####|\n", gold)) or bool(_ANSWER_IS_RE.search(gold))

@@ -205,7 +205,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().lstrip("-")
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty part in the dotted key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value for {key} is not valid YAML ({e.__class__.__name__})") from None
+    return key, value
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,10 +1,12 @@
 """Problem loaders: GSM8K, MATH, MathUserEval, generic JSONL/Parquet, the generator.
 
-Hub ids and Parquet go through HF `datasets`. Local JSONL is first scanned line by
-line so that a malformed line or a missing field is reported with the file, the
-line number, the field and what was expected; a clean file is then loaded through
-`datasets` like everything else. With on_bad_row="skip" bad rows are counted with
-their reasons in a LoadReport; nothing is dropped silently.
+Hub ids and Parquet go through HF `datasets`. Local JSONL is read line by line with
+the json module, so that a malformed line or a missing field is reported with the
+file, the line number, the field and what was expected, and every value keeps the
+type it has in the file (`datasets` would unify a column's types across rows and
+turn an integer answer 18 into "18.0" when another row holds 2.5). With
+on_bad_row="skip" bad rows are counted with their reasons in a LoadReport; nothing
+is dropped silently.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ class LoadReport:
 # ------------------------------------------------------------------ raw row sources
 
 
-def _is_local(path: str) -> bool:
-    return Path(path).exists()
+# "org/name": one slash, no file extension (a missing "data/x.jsonl" is a typo, not a hub id)
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_-]")
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow")
 
 
 def _scan_jsonl(path: Path, report: LoadReport, strict: bool) -> list[tuple[int, dict]]:
@@ -73,36 +76,30 @@ def _scan_jsonl(path: Path, report: LoadReport, strict: bool) -> list[tuple[int,
 
 def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[tuple[str, dict]]:
     """Yield (location, row). Location names the file and line (or split and row)."""
-    import datasets
-
     path = spec.path
     if not path:
         raise DataError(f"data: kind={spec.kind!r} needs a path (a local file or a hub id)")
     p = Path(path)
     if p.is_file() and p.suffix in (".jsonl", ".json"):
-        scanned = _scan_jsonl(p, report, strict)
-        if not report.skipped and scanned:
-            # Clean file: load through datasets (row i is the i-th non-blank line).
-            ds = datasets.load_dataset("json", data_files=str(p), split="train")
-            if len(ds) != len(scanned):
-                raise DataError(f"{p}: datasets read {len(ds)} rows but the file has {len(scanned)} lines")
-            for (lineno, _), row in zip(scanned, ds):
-                yield f"{p}:{lineno}", row
-        else:
-            for lineno, row in scanned:
-                yield f"{p}:{lineno}", row
+        for lineno, row in _scan_jsonl(p, report, strict):
+            yield f"{p}:{lineno}", row
         return
-    if p.is_file() and p.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
-        where = str(p)
-    elif p.exists():
-        ds = datasets.load_dataset(str(p), split=spec.split)
-        where = f"{p}[{spec.split}]"
-    else:
-        if "/" not in path or path.startswith((".", "/")):
-            raise DataError(f"data: {path!r} is neither an existing file/directory nor a hub id (org/name)")
-        ds = datasets.load_dataset(path, split=spec.split)
-        where = f"{path}[{spec.split}]"
+    if not p.exists() and (not _HUB_ID_RE.fullmatch(path) or path.endswith(_FILE_SUFFIXES)):
+        raise DataError(f"data: {path!r} is neither an existing file/directory nor a hub id (org/name)")
+    import datasets
+
+    try:
+        if p.is_file() and p.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
+            where = str(p)
+        elif p.exists():
+            ds = datasets.load_dataset(str(p), split=spec.split)
+            where = f"{p}[{spec.split}]"
+        else:
+            ds = datasets.load_dataset(path, split=spec.split)
+            where = f"{path}[{spec.split}]"
+    except Exception as e:  # offline, unknown dataset, unreadable file: say which input
+        raise DataError(f"data: could not load {path!r} (split {spec.split!r}): {type(e).__name__}: {e}") from e
     for i, row in enumerate(ds):
         yield f"{where} row {i}", row
 
@@ -164,17 +161,26 @@ def _mathusereval(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem
     cat = _field(row, "category", where)
     sub = _field(row, "subcategory", where, optional=True)
     qid = _field(row, "question_id", where, optional=True) or str(idx)
+    # question_id is unique only within a source (the released file has both an
+    # alignbench 125 and a matheval 125), so the source is part of the id.
+    src = _field(row, "source", where, optional=True)
     category = f"{cat}/{sub}" if sub else cat
-    return Problem(f"mue-{qid}", q, ref, "", category, "mathusereval")
+    return Problem(f"mue-{src}-{qid}" if src else f"mue-{qid}", q, ref, "", category, "mathusereval")
 
 
-def _generic(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
-    cols = {"id": "id", "question": "question", "reference": "reference", "answer": "answer",
-            "category": "category", **spec.columns}
-    unknown = set(spec.columns) - {"id", "question", "reference", "answer", "category"}
+_GENERIC_FIELDS = ("id", "question", "reference", "answer", "category")
+
+
+def _check_columns(spec: DatasetSpec) -> None:
+    unknown = set(spec.columns) - set(_GENERIC_FIELDS)
     if unknown:
         raise DataError(f"data.columns: unknown target field(s) {sorted(unknown)}; "
                         "expected some of id, question, reference, answer, category")
+
+
+def _generic(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
+    cols = {**{f: f for f in _GENERIC_FIELDS}, **spec.columns}
+    _check_columns(spec)
     q = _field(row, cols["question"], where)
     pid = _field(row, cols["id"], where, optional=True) or f"{Path(spec.path).stem}-{idx}"
     return Problem(
@@ -199,9 +205,13 @@ def load_problems(spec: DatasetSpec, on_bad_row: str = "error") -> tuple[list[Pr
         n = spec.limit or 1000
         probs = generate_problems(n, spec.split, tuple(spec.levels), spec.seed)
         return probs, LoadReport(f"generated[{spec.split}]", loaded=len(probs))
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     strict = on_bad_row == "error"
     report = LoadReport(spec.path or spec.kind)
     parse = PARSERS[spec.kind]
+    if parse is _generic:
+        _check_columns(spec)  # a config mistake, not a bad row: never skipped
     out: list[Problem] = []
     seen: set[str] = set()
     for idx, (where, row) in enumerate(_load_rows(spec, report, strict)):

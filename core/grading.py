@@ -11,7 +11,12 @@ from collections import defaultdict
 from core.answers import AnswerCheck, extract_final_answer
 from core.records import Grade, GradedSample, Pair
 
-_SCORE_RE = re.compile(r"score\s*[:：=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.IGNORECASE)
+# "Score: 8", "**Score:** 8", "**Score**: 8", "Score：8", "score = 8/10". Not "underscore: 4",
+# not "Score: 1e3" (that is not 1), and a denominator other than 10 is another scale.
+_SCORE_RE = re.compile(
+    r"(?<![A-Za-z])\**score\s*\**\s*[:：=]\s*\**\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?(?![A-Za-z0-9_])",
+    re.IGNORECASE,
+)
 
 # Rule verdicts map onto the paper's bands: 9-10 fully right, 1-2 wrong.
 RULE_SCORES = {"correct": 9.0, "incorrect": 2.0}
@@ -26,10 +31,13 @@ def parse_judge_output(text: str, threshold: float = 6.0) -> Grade:
     analysis = _SCORE_RE.split(tail)[0].strip()[:500]
     if not found:
         return Grade(None, "unknown", analysis, "model", "no 'Score: N' line in judge output")
+    number, denominator = found[-1]
     try:
-        score = float(found[-1])
+        score = float(number)
     except ValueError:
-        return Grade(None, "unknown", analysis, "model", f"unreadable score {found[-1]!r}")
+        return Grade(None, "unknown", analysis, "model", f"unreadable score {number!r}")
+    if denominator and int(denominator) != 10:
+        return Grade(None, "unknown", analysis, "model", f"score {number}/{denominator} is not on the 1..10 scale")
     if not 1 <= score <= 10:
         return Grade(None, "unknown", analysis, "model", f"score {score:g} outside 1..10")
     verdict = "correct" if score >= threshold else "incorrect"
@@ -125,8 +133,9 @@ def build_dpo_pairs(group: list[GradedSample], messages: list[dict], min_gap: fl
         for r in lo:
             if r.key in used or r.key == c.key:
                 continue
-            if c.grade.score - r.grade.score < min_gap:
-                break  # lo is ascending: no later r has a larger gap
+            gap = c.grade.score - r.grade.score
+            if gap < min_gap or gap <= 0:
+                break  # lo is ascending: no later r has a larger gap; equal scores are no preference
             if r.sample.response.strip() == c.sample.response.strip():
                 continue
             used.update((c.key, r.key))

@@ -196,6 +196,25 @@ class Buffer:
                     self._pending[key] = ref
             self._cond.notify_all()
 
+    async def put_items(self, item_refs: list) -> int:
+        """Add ready-made deliverables (e.g. critique records read from a file).
+
+        Same capacity, dedupe and persistence rules as graded samples."""
+        items = await asyncio.gather(*item_refs)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._held() + len(items) <= self.capacity or not self._pending)
+            fresh = [it for it in items if item_key(it) not in self._refs and item_key(it) not in self._acked]
+            self._stats.duplicates_ignored += len(items) - len(fresh)
+            self._stats.received += len(fresh)
+            self.deliverables.write([{"key": item_key(it), "item": encode_item(it)} for it in fresh])
+            for it in fresh:
+                ref = ray.put(it)
+                self._refs[item_key(it)] = ref
+                self._pending[item_key(it)] = ref
+            self._stats.max_held = max(self._stats.max_held, self._held())
+            self._cond.notify_all()
+            return len(fresh)
+
     async def close(self) -> None:
         """No more puts are coming: flush incomplete groups (reported) and finish."""
         async with self._cond:

@@ -93,9 +93,12 @@ def extract_final_answer(text: str) -> tuple[str, str]:
     return "", "no answer found in the last %d characters" % MAX_SCAN_CHARS
 
 
-# Words that are mathematics, not a unit, after a number ("5 pi" is not 5).
+# Words that are mathematics or magnitude, not a unit, after a number ("5 pi" is not 5,
+# nor is "2 million").
 _MATH_WORDS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "exp", "inf", "infty", "infinity", "root", "squared",
-               "cubed", "plus", "minus", "over", "mod"}
+               "cubed", "plus", "minus", "over", "mod", "factorial", "choose", "halves", "thirds", "fourths",
+               "quarters", "dozen", "dozens", "hundred", "hundreds", "thousand", "thousands", "million", "millions",
+               "billion", "billions", "trillion"}
 # A number, then (after a space) only plain words: "12 dollars", "1,000 square feet".
 _UNIT_TAIL_RE = re.compile(
     r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+)\s*(%?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\.?"
@@ -109,6 +112,19 @@ def _ascii_digits(s: str) -> str:
     return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in s).replace("\u2212", "-")
 
 
+def _strip_outer_braces(a: str) -> str:
+    """"{{7}}" -> "7": bare LaTeX braces only group. (math-verify reads them as nested
+    sets, and its parse time grows exponentially with the depth.)"""
+    while len(a) >= 2 and a[0] == "{" and a[-1] == "}":
+        depth = 0
+        for i, c in enumerate(a):
+            depth += (c == "{") - (c == "}")
+            if depth == 0 and i < len(a) - 1:
+                return a  # the first brace closes before the end: "{a}+{b}"
+        a = a[1:-1].strip()
+    return a
+
+
 def _normalise_plain(ans: str) -> str:
     a = _ascii_digits(ans).strip()
     a = re.sub(r"^\*\*(.*)\*\*$", r"\1", a).strip()  # markdown bold
@@ -116,6 +132,7 @@ def _normalise_plain(ans: str) -> str:
     if a.startswith("\\$"):  # LaTeX-escaped dollar sign
         a = a[2:].strip()
     a = re.sub(r"^\\text\{(.*)\}$", r"\1", a).strip()
+    a = _strip_outer_braces(a)
     m = _UNIT_TAIL_RE.fullmatch(a)
     if m and not {w.lower() for w in m.group(3).split()} & _MATH_WORDS:
         # "12 dollars", "12 cm", "50 percent": the number (math-verify reads "dollars" as a product)
@@ -193,6 +210,8 @@ class AnswerChecker:
 
     def _equivalent(self, gold: str, pred: str) -> tuple[CheckVerdict, str]:
         gold, pred = _normalise_plain(gold), _normalise_plain(pred)
+        if not gold or not pred:
+            return "unparseable", f"{'reference' if not gold else 'response'} answer is empty after normalisation"
         if gold == pred:
             return "correct", "exact match"
         with self._lock:

@@ -143,3 +143,61 @@ def build_dpo_pairs(group: list[GradedSample], messages: list[dict], min_gap: fl
                               c.grade.score, r.grade.score, c.key, r.key))
             break
     return pairs
+
+
+# ------------------------------------------------------------------ buffer group policies
+# A group policy turns one prompt's graded samples into (annotated samples, deliverables).
+# They are bound with functools.partial and shipped to the buffer actor.
+
+
+def rft_policy(group: list[GradedSample], *, threshold: float, max_kept: int, system_prompt: str):
+    from core.prompts import solver_messages
+    from core.records import SFTExample
+
+    select_for_rft(group, threshold, max_kept)
+    kept = [SFTExample(g.key, solver_messages(g.sample.problem, system_prompt), g.sample.response)
+            for g in group if g.kept]
+    return group, kept
+
+
+def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, system_prompt: str):
+    from core.prompts import solver_messages
+
+    pairs = build_dpo_pairs(group, solver_messages(group[0].sample.problem, system_prompt), min_gap, max_pairs)
+    used = {k for p in pairs for k in (p.chosen_key, p.rejected_key)}
+    for g in group:
+        g.kept = g.key in used
+        g.keep_reason = "in a DPO pair" if g.kept else (
+            "ungraded" if g.grade.score is None else f"no partner with score gap >= {min_gap:g}")
+    return group, pairs
+
+
+def critique_policy(group: list[GradedSample], *, heldout: frozenset[str]):
+    """Critic bootstrap: turn rule-labelled samples into critique targets.
+
+    Held-out prompts produce no training data; they are kept in the lineage for
+    measuring the trained critic's accuracy.
+    """
+    from core.answers import extract_final_answer
+    from core.prompts import critique_text, judge_messages
+    from core.records import SFTExample
+
+    out = []
+    problem = group[0].sample.problem
+    for g in group:
+        if problem.id in heldout:
+            g.kept, g.keep_reason = False, "held out for critic evaluation"
+            continue
+        if g.grade.verdict == "unknown" and extract_final_answer(g.sample.response)[0]:
+            g.kept, g.keep_reason = False, f"rule grader undecided: {g.grade.reason}"
+            continue
+        extracted = extract_final_answer(g.sample.response)[0]
+        text = critique_text(extracted, problem.answer, g.grade.verdict == "correct")
+        out.append(SFTExample(f"critique:{g.key}", judge_messages(problem, g.sample.response), text))
+        g.kept, g.keep_reason = True, "critique target"
+    if problem.id not in heldout:
+        # The reference solution itself is a fully right response: it balances the
+        # classes when the base model is mostly wrong.
+        out.append(SFTExample(f"critique:{problem.id}#ref", judge_messages(problem, problem.reference),
+                              critique_text(problem.answer, problem.answer, True)))
+    return group, out

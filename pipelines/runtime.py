@@ -1,0 +1,116 @@
+"""What every stage shares: config, Ray connection, the two actor pools, tracking."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from actors.critic import CriticWorker
+from actors.engine import SamplingSpec
+from actors.pool import ActorPool
+from actors.sampler import SamplerWorker
+from core.config import Config, PoolResources
+from core.data import load_problems
+from core.records import Problem
+from pipelines.run_dir import RunDir
+from pipelines.tracking import Tracker
+
+log = logging.getLogger("selfcritique")
+
+# Environment the actors and train workers need, forwarded from the driver.
+FORWARD_ENV = ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE",
+               "HF_DATASETS_CACHE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")
+
+
+def init_ray(cfg: Config) -> None:
+    if ray.is_initialized():
+        return
+    project_root = str(Path(__file__).resolve().parents[1])
+    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
+    if cfg.resources.ray_address:
+        # Under `ray job submit` the working dir is shipped by the job's runtime_env.
+        ray.init(address=cfg.resources.ray_address, runtime_env={"env_vars": env})
+    else:
+        env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
+        # A local head binds to loopback only; the dashboard stays off unless asked for.
+        ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
+                 _node_ip_address="127.0.0.1")
+
+
+def engine_kwargs(cfg: Config, pool: PoolResources) -> dict:
+    return dict(dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
+                tensor_parallel_size=pool.tensor_parallel_size, seed=cfg.run.seed,
+                kv_cache_gib=pool.kv_cache_gib, gpu=pool.num_gpus > 0)
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    run: RunDir
+    tracker: Tracker
+    model_path: str
+    _samplers: ActorPool | None = None
+    _critics: ActorPool | None = None
+    _critic_policy: str = ""
+    problems_cache: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------ pools (lazy, reused)
+
+    def samplers(self) -> ActorPool:
+        if self._samplers is None:
+            r = self.cfg.resources.samplers
+            self._samplers = ActorPool(
+                SamplerWorker, r.num_actors, (self.model_path, "base", engine_kwargs(self.cfg, r),
+                                              self.cfg.model.system_prompt),
+                num_cpus=r.num_cpus, num_gpus=r.num_gpus, resources=r.custom_resources, name="samplers")
+            self._samplers.wait_ready()
+        return self._samplers
+
+    def critics(self, policy: str) -> ActorPool:
+        """Critic pool; the judge engine starts only when a policy first needs it."""
+        needs_judge = policy != "rule"
+        if self._critics is not None and needs_judge and self._critic_policy == "rule":
+            self._critics.shutdown()
+            self._critics = None
+        if self._critics is None:
+            r, c = self.cfg.resources.critics, self.cfg.critic
+            self._critics = ActorPool(
+                CriticWorker, r.num_actors,
+                (policy, self.model_path if needs_judge else None, "base", engine_kwargs(self.cfg, r),
+                 c.max_new_tokens, c.keep_threshold, c.answer_timeout_s),
+                num_cpus=r.num_cpus if needs_judge else 0.5, num_gpus=r.num_gpus if needs_judge else 0,
+                resources=r.custom_resources, name="critics")
+            self._critics.wait_ready()
+            self._critic_policy = policy
+        elif policy != self._critic_policy:
+            self._critics.call_all("set_policy", policy)
+            self._critic_policy = policy
+        return self._critics
+
+    def shutdown(self) -> None:
+        for pool in (self._samplers, self._critics):
+            if pool is not None:
+                pool.shutdown()
+        self._samplers = self._critics = None
+
+    # ------------------------------------------------------------ data
+
+    def problems(self, split: str) -> list[Problem]:
+        if split not in self.problems_cache:
+            spec = self.cfg.data.train if split == "train" else self.cfg.data.test
+            probs, report = load_problems(spec, self.cfg.data.on_bad_row)
+            log.info(report.summary())
+            if report.skipped:
+                self.tracker.log({f"data/{split}_skipped": len(report.skipped)})
+                (self.run.root / f"skipped-{split}.txt").write_text("\n".join(report.skipped) + "\n")
+            self.problems_cache[split] = probs
+        return self.problems_cache[split]
+
+    def sampling(self, n: int | None = None, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingSpec:
+        s = self.cfg.sampling
+        return SamplingSpec(n=1 if greedy else (n or s.n), temperature=0.0 if greedy else s.temperature,
+                            top_p=1.0 if greedy else s.top_p, max_new_tokens=max_new_tokens or s.max_new_tokens)

@@ -1,0 +1,269 @@
+"""The four stages: critic -> rft -> dpo -> eval. Each returns (checkpoint, metrics)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import ray
+
+from core.config import Config
+from core.data import DataError
+from core.grading import critique_policy, dpo_policy, rft_policy
+from core.prompts import critique_text, judge_messages
+from core.records import GradedSample, Problem, SFTExample, from_json
+from learners.ref_scorer import ReferenceScorer
+from learners.trainer import LearnJob
+from pipelines.runtime import Runtime
+from pipelines.stream_learn import (StageError, make_buffer, remaining_problems, rollout_with_progress,
+                                    stream_and_learn)
+
+log = logging.getLogger("selfcritique")
+
+
+def make_job(rt: Runtime, stage: str, kind: str, model_path: str, buffer, lr: float, epochs: int, **extra) -> LearnJob:
+    t, r = rt.cfg.train, rt.cfg.resources
+    d = rt.run.stage_dir(stage)
+    return LearnJob(name=f"{stage}-learner", kind=kind, model_path=model_path, out_dir=str(d / "checkpoint"),
+                    storage_dir=str(d / "train"), buffer=buffer, lr=lr, epochs=epochs,
+                    micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum, zero_stage=t.zero_stage,
+                    bf16=t.bf16, gradient_checkpointing=t.gradient_checkpointing, max_len=t.max_len,
+                    warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, checkpoint_every=t.checkpoint_every,
+                    max_failures=t.max_failures, num_workers=r.learner_workers, cpus_per_worker=r.learner_cpus,
+                    gpus_per_worker=r.learner_gpus, resources_per_worker=r.learner_resources, seed=rt.cfg.run.seed,
+                    **extra)
+
+
+def read_lineage(path: Path) -> list[GradedSample]:
+    if not path.exists():
+        return []
+    return [from_json(json.loads(x)) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _heldout(problems: list[Problem], fraction: float) -> frozenset[str]:
+    return frozenset(p.id for p in problems
+                     if int(hashlib.sha256(p.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction)
+
+
+# ------------------------------------------------------------------------------ critic
+
+
+def load_critique_records(path: str) -> list[SFTExample]:
+    """Critique records: question, reference, response, critique (analysis), score."""
+    out = []
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"critic.records_path: {p} does not exist")
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{lineno}: malformed JSON ({e.msg})") from None
+        for f in ("question", "reference", "response", "critique", "score"):
+            if f not in row:
+                raise DataError(f"{p}:{lineno}: missing field {f!r}")
+        score = row["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
+            raise DataError(f"{p}:{lineno}: field 'score' must be a number from 1 to 10, got {score!r}")
+        prob = Problem(f"rec-{lineno}", str(row["question"]), str(row["reference"]), str(row.get("answer", "")))
+        text = f"{str(row['critique']).strip()}\nScore: {score:g}"
+        out.append(SFTExample(f"record:{lineno}", judge_messages(prob, str(row["response"])), text))
+    if not out:
+        raise DataError(f"{p}: no critique records")
+    return out
+
+
+def critic_accuracy(rt: Runtime, heldout: list[GradedSample], judge_ckpt) -> dict:
+    """Agreement of the judge's verdict with the rule label on held-out responses."""
+    from core.answers import extract_final_answer
+
+    for g in heldout:  # a response with no final answer at all is wrong, whatever the parser said
+        if g.grade.verdict == "unknown" and not extract_final_answer(g.sample.response)[0]:
+            g.grade.verdict = "incorrect"
+    labelled = [g for g in heldout if g.grade.verdict in ("correct", "incorrect")]
+    if not labelled:
+        return {"critic_accuracy": None, "critic_n": 0}
+    critics = rt.critics("model")
+    critics.call_all("ensure_checkpoint", *judge_ckpt)
+    grades = []
+    chunk = max(1, len(labelled) // len(critics) + 1)
+    refs = [critics.actors[i % len(critics)].judge_texts.remote([g.sample for g in labelled[j:j + chunk]])
+            for i, j in enumerate(range(0, len(labelled), chunk))]
+    for part in ray.get(refs):
+        grades.extend(part)
+    hits = [(m is not None and m.verdict == g.grade.verdict) for g, m in zip(labelled, grades)]
+    pos = [h for h, g in zip(hits, labelled) if g.grade.verdict == "correct"]
+    neg = [h for h, g in zip(hits, labelled) if g.grade.verdict == "incorrect"]
+    rates = [sum(x) / len(x) for x in (pos, neg) if x]
+    return {"critic_accuracy": sum(hits) / len(hits), "critic_balanced_accuracy": sum(rates) / len(rates),
+            "critic_n": len(hits), "critic_n_correct_label": len(pos),
+            "critic_ungraded": sum(m is None or m.score is None for m in grades)}
+
+
+def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
+    cfg: Config = rt.cfg
+    c = cfg.critic
+    d = rt.run.stage_dir("critic")
+    if not c.train:
+        return None, {"critic": "base model as judge (critic.train=false)"}
+    problems = rt.problems("train")[: c.bootstrap_problems]
+    heldout = _heldout(problems, c.heldout_fraction)
+    buffer_dir = d / "rollout"
+    if c.records_path:
+        buffer = make_buffer(rt, buffer_dir, None)
+        ray.get(buffer.put_items.remote([ray.put(x) for x in load_critique_records(c.records_path)]))
+        ray.get(buffer.close.remote())
+        todo = []
+    else:
+        buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
+                             functools.partial(critique_policy, heldout=heldout))
+        todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
+    job = make_job(rt, "critic", "sft", rt.model_path, buffer, c.lr, c.epochs)
+    spec = rt.sampling(n=c.bootstrap_samples)
+    rep = stream_and_learn(rt, "critic", todo, spec, job, buffer, critic_policy="rule")
+    ckpt = job.out_dir
+    held = [g for g in read_lineage(buffer_dir / "lineage.jsonl") if g.sample.problem.id in heldout]
+    acc = critic_accuracy(rt, held, (ckpt, "critic"))
+    metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"]}
+    rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if v is not None})
+    return ckpt, metrics
+
+
+def critic_gate(rt: Runtime, metrics: dict) -> str:
+    """Return the grading policy later stages use, or stop when the critic is too weak."""
+    c = rt.cfg.critic
+    acc = metrics.get("critic_accuracy")
+    if acc is None or acc >= c.accuracy_gate:
+        return c.policy
+    msg = (f"critic accuracy {acc:.3f} on {metrics.get('critic_n')} held-out responses is below the gate "
+           f"critic.accuracy_gate={c.accuracy_gate} (the paper's failure signal)")
+    if c.on_gate_fail == "stop":
+        raise StageError(msg + "; stopping. Set critic.on_gate_fail=use_rule to continue with the rule grader.")
+    log.warning("%s; continuing with the rule grader only", msg)
+    return "rule"
+
+
+# ------------------------------------------------------------------------------ rft / dpo
+
+
+def run_rft_stage(rt: Runtime, judge_ckpt, policy: str) -> tuple[str, dict]:
+    cfg = rt.cfg
+    d = rt.run.stage_dir("rft")
+    problems = rt.problems("train")[: cfg.rft.problems]
+    group_policy = functools.partial(rft_policy, threshold=cfg.critic.keep_threshold,
+                                     max_kept=cfg.rft.max_kept_per_prompt, system_prompt=cfg.model.system_prompt)
+    buffer = make_buffer(rt, d / "rollout", cfg.rft.samples_per_prompt, group_policy)
+    todo = remaining_problems(problems, d / "rollout" / "lineage.jsonl", cfg.rft.samples_per_prompt)
+    job = make_job(rt, "rft", "sft", rt.model_path, buffer, cfg.rft.lr, cfg.rft.epochs)
+    rep = stream_and_learn(rt, "rft", todo, rt.sampling(n=cfg.rft.samples_per_prompt), job, buffer,
+                           critic_policy=policy, policy_ckpt=(rt.model_path, "base"), judge_ckpt=judge_ckpt)
+    m = _rollout_metrics(rt, "rft", d / "rollout", rep)
+    return job.out_dir, m
+
+
+def run_dpo_stage(rt: Runtime, rft_ckpt: str, judge_ckpt, policy: str) -> tuple[str, dict]:
+    cfg = rt.cfg
+    d = rt.run.stage_dir("dpo")
+    # A different slice of the training problems than RFT saw, when there are enough.
+    train = rt.problems("train")
+    start = cfg.rft.problems if len(train) >= cfg.rft.problems + cfg.dpo.problems else 0
+    problems = train[start:start + cfg.dpo.problems]
+    scorer = ray.remote(ReferenceScorer).options(num_cpus=0, max_restarts=2, max_task_retries=2).remote(
+        rft_ckpt, cfg.train.max_len, cfg.model.dtype)
+    group_policy = functools.partial(dpo_policy, min_gap=cfg.dpo.min_score_gap,
+                                     max_pairs=cfg.dpo.max_pairs_per_prompt, system_prompt=cfg.model.system_prompt)
+    buffer = make_buffer(rt, d / "rollout", cfg.dpo.samples_per_prompt, group_policy, enricher=scorer)
+    todo = remaining_problems(problems, d / "rollout" / "lineage.jsonl", cfg.dpo.samples_per_prompt)
+    job = make_job(rt, "dpo", "dpo", rft_ckpt, buffer, cfg.dpo.lr, cfg.dpo.epochs, beta=cfg.dpo.beta,
+                   nll_coef=cfg.dpo.nll_coef, label_smoothing=cfg.dpo.label_smoothing, dpo_loss=cfg.dpo.loss)
+    rep = stream_and_learn(rt, "dpo", todo, rt.sampling(n=cfg.dpo.samples_per_prompt), job, buffer,
+                           critic_policy=policy, policy_ckpt=(rft_ckpt, "rft"), judge_ckpt=judge_ckpt)
+    ray.kill(scorer)
+    m = _rollout_metrics(rt, "dpo", d / "rollout", rep)
+    m["pairs"] = rep["buffer"]["acked"]
+    return job.out_dir, m
+
+
+def _rollout_metrics(rt: Runtime, stage: str, rollout_dir: Path, rep: dict) -> dict:
+    graded = read_lineage(rollout_dir / "lineage.jsonl")
+    scores = [g.grade.score for g in graded if g.grade.score is not None]
+    decisions = [json.loads(x) for x in (rollout_dir / "decisions.jsonl").read_text().splitlines()] \
+        if (rollout_dir / "decisions.jsonl").exists() else []
+    kept = sum(1 for x in decisions if x["kept"])
+    rt.tracker.histogram(f"{stage}/score_hist", scores)
+    n_rows = rt.cfg.logging.sample_table_rows
+    rt.tracker.table(f"{stage}/samples", ["problem", "response", "score", "verdict", "grader", "reason"],
+                     [[g.sample.problem.question, g.sample.response, g.grade.score, g.grade.verdict, g.grade.grader,
+                       g.grade.reason] for g in graded[:n_rows]])
+    m = {"samples": len(graded), "mean_score": sum(scores) / len(scores) if scores else None,
+         "sample_accuracy": sum(g.grade.verdict == "correct" for g in graded) / max(len(graded), 1),
+         "kept": kept, "rejected": len(decisions) - kept, "train_steps": rep["learner"]["micro"],
+         "train_tokens": rep["learner"]["tokens"], "rollout_tok_per_s": rep.get("rollout", {}).get("wall_seconds")
+         and rep["rollout"]["tokens"] / rep["rollout"]["wall_seconds"]}
+    rt.tracker.log({f"{stage}/{k}": v for k, v in m.items() if v is not None})
+    return m
+
+
+# ------------------------------------------------------------------------------ eval
+
+
+def greedy_accuracy(rt: Runtime, label: str, ckpt: tuple[str, str], problems: list[Problem]) -> dict:
+    d = rt.run.stage_dir("eval") / label
+    buffer = make_buffer(rt, d, None)
+    todo = remaining_problems(problems, d / "lineage.jsonl", 1)
+    spec = rt.sampling(greedy=True, max_new_tokens=rt.cfg.eval.max_new_tokens)
+    if todo:
+        rollout_with_progress(rt, f"eval-{label}", todo, buffer, spec, critic_policy="rule", policy_ckpt=ckpt)
+    else:
+        ray.get(buffer.close.remote())
+    graded = read_lineage(d / "lineage.jsonl")
+    by_cat: dict[str, list[bool]] = {}
+    for g in graded:
+        by_cat.setdefault(g.sample.problem.category or "all", []).append(g.grade.verdict == "correct")
+    ray.kill(buffer)
+    return {"accuracy": sum(sum(v) for v in by_cat.values()) / max(len(graded), 1), "n": len(graded),
+            "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}}
+
+
+def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, problems: list[Problem]) -> dict:
+    """MathUserEval-style: free-form answers, so the critic (judge) scores them by category."""
+    d = rt.run.stage_dir("eval") / f"{label}-critic"
+    buffer = make_buffer(rt, d, None)
+    todo = remaining_problems(problems, d / "lineage.jsonl", 1)
+    spec = rt.sampling(greedy=True, max_new_tokens=rt.cfg.eval.max_new_tokens)
+    if todo:
+        rollout_with_progress(rt, f"eval-{label}-critic", todo, buffer, spec, critic_policy="model",
+                              policy_ckpt=ckpt, judge_ckpt=judge_ckpt)
+    else:
+        ray.get(buffer.close.remote())
+    by_cat: dict[str, list[float]] = {}
+    for g in read_lineage(d / "lineage.jsonl"):
+        if g.grade.score is not None:
+            by_cat.setdefault(g.sample.problem.category.split("/")[0] or "all", []).append(g.grade.score)
+    ray.kill(buffer)
+    return {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}
+
+
+def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) -> dict:
+    cfg = rt.cfg
+    problems = rt.problems("test")[: cfg.eval.problems]
+    results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems)}
+    for label, ckpt in models.items():
+        r = greedy_accuracy(rt, label, ckpt, problems)
+        results["accuracy"][label] = r["accuracy"]
+        results["by_category"][label] = r["by_category"]
+        rt.tracker.log({f"eval/accuracy_{label}": r["accuracy"]})
+    if cfg.eval.mathusereval_path and judge_ckpt is not None:
+        from core.config import DatasetSpec
+        from core.data import load_problems
+
+        mue, _ = load_problems(DatasetSpec(kind="mathusereval", path=cfg.eval.mathusereval_path,
+                                           limit=cfg.eval.mathusereval_limit), cfg.data.on_bad_row)
+        results["critic_scores"] = {label: critic_scored(rt, label, ckpt, judge_ckpt, mue)
+                                    for label, ckpt in models.items()}
+    return results

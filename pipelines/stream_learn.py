@@ -1,0 +1,135 @@
+"""Run a rollout and a learner at the same time, joined by a buffer.
+
+Sampling and grading run in a driver thread (which only handles object refs); the
+learner's Ray Train job runs in the foreground and starts on the first batch. A
+monitor thread turns the learner's metric file and the buffer's stats into progress
+bars and W&B points.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from actors.buffer import Buffer
+from actors.stream import RolloutReport, run_rollout
+from core.records import Problem
+from learners.trainer import LearnJob, run_learner
+from pipelines.runtime import Runtime
+
+
+class StageError(RuntimeError):
+    pass
+
+
+def remaining_problems(problems: list[Problem], lineage: Path, n: int) -> list[Problem]:
+    """Problems whose n samples are not all in the lineage yet (for resume)."""
+    if not lineage.exists():
+        return problems
+    counts: dict[str, int] = {}
+    for line in lineage.read_text(encoding="utf-8").splitlines():
+        try:
+            pid = json.loads(line)["sample"]["problem"]["id"]
+        except (json.JSONDecodeError, KeyError):
+            continue
+        counts[pid] = counts.get(pid, 0) + 1
+    return [p for p in problems if counts.get(p.id, 0) < n]
+
+
+def make_buffer(rt: Runtime, directory: Path, group_size: int | None, policy=None, enricher=None):
+    opts = {"resources": rt.cfg.resources.buffer_resources} if rt.cfg.resources.buffer_resources else {}
+    return Buffer.options(num_cpus=0, **opts).remote(str(directory), rt.cfg.resources.buffer_capacity,
+                                                      group_size, policy, enricher)
+
+
+def rollout_with_progress(rt: Runtime, stage: str, problems: list[Problem], buffer, spec, *,
+                          critic_policy: str, policy_ckpt=None, judge_ckpt=None) -> RolloutReport:
+    total = len(problems) * spec.n
+    bar = tqdm(total=total, desc=f"{stage}: graded", unit="sample", leave=False)
+    samplers = rt.samplers()
+    critics = rt.critics(critic_policy)
+
+    def progress(ev: dict) -> None:
+        if ev["kind"] == "grade":
+            bar.update(ev["graded"])
+        else:
+            rt.tracker.log({f"{stage}/sampler_tok_per_s": ev["tokens"] / max(ev["seconds"], 1e-9)})
+
+    try:
+        rep = run_rollout(problems, samplers, critics, buffer, spec, rt.cfg.sampling.batch_prompts,
+                          policy_checkpoint=policy_ckpt, judge_checkpoint=judge_ckpt, on_progress=progress)
+    finally:
+        bar.close()
+    rt.tracker.log({f"{stage}/rollout_tok_per_s": rep.tokens_per_s, f"{stage}/rollout_samples": rep.samples,
+                    f"{stage}/rollout_retries": rep.retries, f"{stage}/ungraded": rep.ungraded})
+    return rep
+
+
+def stream_and_learn(rt: Runtime, stage: str, problems: list[Problem], spec, job: LearnJob, buffer, *,
+                     critic_policy: str, policy_ckpt=None, judge_ckpt=None) -> dict:
+    errors: list[BaseException] = []
+    report: dict = {}
+
+    def rollout() -> None:
+        try:
+            report["rollout"] = asdict(rollout_with_progress(rt, stage, problems, buffer, spec,
+                                                             critic_policy=critic_policy, policy_ckpt=policy_ckpt,
+                                                             judge_ckpt=judge_ckpt))
+        except BaseException as e:  # surfaced after the learner stops
+            errors.append(e)
+            ray.get(buffer.close.remote())  # let the learner drain what exists and stop
+
+    stop = threading.Event()
+    producer = threading.Thread(target=rollout, name=f"{stage}-rollout", daemon=True)
+    monitor = threading.Thread(target=_monitor, args=(rt, stage, job, buffer, stop), daemon=True)
+    producer.start()
+    monitor.start()
+    try:
+        summary = run_learner(job)
+    finally:
+        producer.join(timeout=3600)
+        stop.set()
+        monitor.join(timeout=10)
+    if errors:
+        raise StageError(f"{stage}: rollout failed: {errors[0]!r}") from errors[0]
+    report["learner"] = summary
+    report["buffer"] = ray.get(buffer.stats.remote())
+    return report
+
+
+def _monitor(rt: Runtime, stage: str, job: LearnJob, buffer, stop: threading.Event) -> None:
+    """Tail the learner's metrics and the buffer's stats into W&B and a progress bar."""
+    seen = 0
+    bar = tqdm(desc=f"{stage}: train steps", unit="step", leave=False)
+    last_stats = 0.0
+    while not stop.is_set():
+        try:
+            lines = job.metrics_path.read_text().splitlines() if job.metrics_path.exists() else []
+        except OSError:
+            lines = []
+        for line in lines[seen:]:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            seen += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{row.get('loss', 0):.3f}")
+            rt.tracker.log({f"{stage}/train/{k}": v for k, v in row.items() if k != "stage"})
+        if time.monotonic() - last_stats > 5:
+            last_stats = time.monotonic()
+            try:
+                st = ray.get(buffer.stats.remote(), timeout=5)
+                rt.tracker.log({f"{stage}/buffer/{k}": st[k] for k in
+                                ("depth", "leased", "received", "acked", "kept", "rejected", "in_rate", "out_rate",
+                                 "accept_rate")})
+            except Exception:
+                pass
+        stop.wait(1.0)
+    bar.close()

@@ -1,0 +1,314 @@
+"""Pure grading decisions: judge parsing, rule grades, grade combination, RFT keep, DPO pairs."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.answers import AnswerCheck
+from core.grading import build_dpo_pairs, combine_grades, parse_judge_output, rule_grade, select_for_rft
+from core.records import Grade, GradedSample, Problem, Sample
+
+PROBLEM = Problem("p1", "Tom has 3 + 4 apples. How many?", "3 + 4 = 7", "7", "level1", "generated")
+MESSAGES = [{"role": "user", "content": PROBLEM.question}]
+
+
+def gs(idx: int, score: float | None, response: str | None = None, finish: str = "stop") -> GradedSample:
+    """A graded sample; by default every response has its own arithmetic (distinct reasoning)."""
+    text = response if response is not None else f"Try {idx}: {idx} + 0 = {idx}, then 3 + 4 = 7. The answer is 7."
+    verdict = "unknown" if score is None else ("correct" if score >= 6 else "incorrect")
+    return GradedSample(Sample(PROBLEM, idx, text, finish_reason=finish), Grade(score, verdict, grader="rule"))
+
+
+# ------------------------------------------------------------------ parse_judge_output
+
+JUDGE_CASES = [
+    ("Score: 9", 9.0),
+    ("score: 7/10", 7.0),
+    ("Score: 8/ 10", 8.0),
+    ("**Score:** 3", 3.0),
+    ("**Score**: 3", 3.0),
+    ("Score: **8**", 8.0),
+    ("SCORE: 2", 2.0),
+    ("Score = 6", 6.0),
+    ("Score：8", 8.0),  # fullwidth (Chinese) colon
+    ("Score: 7.5", 7.5),
+    ("Score: 10/10", 10.0),
+    ("Score: 1", 1.0),
+    ("Score: 10", 10.0),
+    ("Score: 8 out of 10", 8.0),
+    ("Score:9.", 9.0),
+    ("The final answer 7 matches the reference 7.\nScore: 9\n", 9.0),
+    ("Score: 3\nOn reflection the answer is right.\nScore: 8", 8.0),  # the last score wins
+    ("Score: 2 ... Score: 11 ... Score: 7", 7.0),
+    ("分析：答案正确。\nScore: 9", 9.0),
+    ("x" * 10_000 + "\nScore: 4", 4.0),
+    ("Score: 6\nScore: 1e3", 6.0),  # "1e3" is not a score; the last real one counts
+    # ungraded
+    ("The answer looks fine to me.", None),
+    ("Score: 11", None),
+    ("Score: 0", None),
+    ("Score: -2", None),
+    ("Score: 5/5", None),  # another scale
+    ("Score: 1e3", None),
+    ("underscore: 4", None),
+    ("Score: nine", None),
+    ("Scores: 9", None),
+    ("", None),
+    ("   \n ", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize("text,score", JUDGE_CASES, ids=[repr(t)[:40] for t, _ in JUDGE_CASES])
+def test_parse_judge_output(text, score):
+    g = parse_judge_output(text, threshold=6.0)
+    assert g.score == score
+    assert g.grader == "model"
+    assert g.reason
+    if score is None:
+        assert g.verdict == "unknown"
+    else:
+        assert g.verdict == ("correct" if score >= 6.0 else "incorrect")
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "empty"), (None, "empty"), ("no score", "no 'Score: N'"), ("Score: 11", "outside 1..10"),
+    ("Score: 0", "outside 1..10"), ("Score: 4/5", "scale"),
+])
+def test_parse_judge_output_reasons(text, reason):
+    assert reason in parse_judge_output(text).reason
+
+
+def test_parse_judge_output_threshold_and_analysis():
+    assert parse_judge_output("Score: 6", threshold=7).verdict == "incorrect"
+    assert parse_judge_output("Score: 7", threshold=7).verdict == "correct"
+    g = parse_judge_output("The response adds wrongly.\nScore: 2")
+    assert g.analysis == "The response adds wrongly."
+
+
+# ------------------------------------------------------------------ rule_grade
+
+
+def test_rule_grade_bands():
+    right = rule_grade(AnswerCheck("correct", "exact match", "7"))
+    wrong = rule_grade(AnswerCheck("incorrect", "math-verify", "8"))
+    none = rule_grade(AnswerCheck("unparseable", "no answer found", ""))
+    assert right.verdict == "correct" and 9 <= right.score <= 10 and "'7'" in right.analysis
+    assert wrong.verdict == "incorrect" and 1 <= wrong.score <= 2
+    assert none.score is None and none.verdict == "unknown" and none.reason == "no answer found"
+    assert {right.grader, wrong.grader, none.grader} == {"rule"}
+
+
+# ------------------------------------------------------------------ combine_grades
+
+RULE_OK = Grade(9.0, "correct", "", "rule", "exact match")
+RULE_BAD = Grade(2.0, "incorrect", "", "rule", "math-verify")
+RULE_NONE = Grade(None, "unknown", "", "rule", "no answer found")
+MODEL_OK = Grade(8.0, "correct", "looks right", "model", "judge score")
+MODEL_BAD = Grade(3.0, "incorrect", "wrong", "model", "judge score")
+MODEL_NONE = Grade(None, "unknown", "", "model", "no 'Score: N' line")
+
+
+@pytest.mark.parametrize(
+    "policy,rule,model,has_ref,expect",
+    [
+        ("rule", RULE_OK, MODEL_BAD, True, RULE_OK),
+        ("rule", RULE_NONE, MODEL_OK, True, RULE_NONE),
+        ("model", RULE_OK, MODEL_BAD, True, MODEL_BAD),
+        ("model", RULE_OK, MODEL_NONE, True, MODEL_NONE),
+        ("rule_else_model", RULE_BAD, MODEL_OK, True, RULE_BAD),
+        ("rule_else_model", RULE_NONE, MODEL_OK, True, MODEL_OK),
+        ("rule_else_model", None, MODEL_BAD, True, MODEL_BAD),
+        ("rule_else_model", RULE_OK, MODEL_BAD, False, MODEL_BAD),  # no reference: the judge decides
+        ("rule_else_model", RULE_OK, None, False, RULE_OK),
+        ("rule_else_model", RULE_NONE, None, True, RULE_NONE),
+        ("both", None, MODEL_OK, False, MODEL_OK),
+        ("both", RULE_NONE, MODEL_BAD, True, MODEL_BAD),
+    ],
+)
+def test_combine_grades_passthrough(policy, rule, model, has_ref, expect):
+    assert combine_grades(policy, rule, model, has_ref) == expect
+
+
+@pytest.mark.parametrize("policy", ["rule", "model", "rule_else_model", "both"])
+def test_combine_grades_nothing_ran(policy):
+    g = combine_grades(policy, None, None, True)
+    assert g.score is None and g.verdict == "unknown" and g.reason
+
+
+def test_combine_both_agree_averages():
+    g = combine_grades("both", RULE_OK, MODEL_OK, True)
+    assert g.score == pytest.approx((RULE_OK.score + MODEL_OK.score) / 2)
+    assert g.verdict == "correct" and g.agreement is True and g.grader == "rule+model"
+    assert "exact match" in g.reason and "judge score" in g.reason
+    assert g.analysis == MODEL_OK.analysis
+
+
+def test_combine_both_disagree_keeps_rule():
+    g = combine_grades("both", RULE_OK, MODEL_BAD, True)
+    assert (g.score, g.verdict, g.agreement) == (RULE_OK.score, "correct", False)
+    g = combine_grades("both", RULE_BAD, MODEL_OK, True)
+    assert (g.score, g.verdict, g.agreement) == (RULE_BAD.score, "incorrect", False)
+
+
+@pytest.mark.parametrize("model", [None, MODEL_NONE])
+def test_combine_both_model_ungraded(model):
+    g = combine_grades("both", RULE_BAD, model, True)
+    assert (g.score, g.verdict, g.grader) == (RULE_BAD.score, "incorrect", "rule")
+    assert "model ungraded" in g.reason and g.agreement is None
+
+
+def test_combine_unknown_policy():
+    with pytest.raises(ValueError, match="majority"):
+        combine_grades("majority", RULE_OK, MODEL_OK, True)
+
+
+# ------------------------------------------------------------------ select_for_rft
+
+
+def _check_all_decided(group):
+    for g in group:
+        assert g.kept in (True, False), g
+        assert g.keep_reason, g
+
+
+def test_select_threshold():
+    group = [gs(0, 9), gs(1, 7), gs(2, 6.9), gs(3, None), gs(4, 2)]
+    out = select_for_rft(group, threshold=7, max_kept=10)
+    assert out is group
+    _check_all_decided(group)
+    assert [g.kept for g in group] == [True, True, False, False, False]
+    assert "6.9 < 7" in group[2].keep_reason
+    assert group[3].keep_reason.startswith("ungraded")
+    assert ">= 7" in group[0].keep_reason
+
+
+def test_select_rejects_truncated():
+    group = [gs(0, 10, finish="length"), gs(1, 8)]
+    select_for_rft(group, threshold=7, max_kept=4)
+    _check_all_decided(group)
+    assert group[0].kept is False and "truncated" in group[0].keep_reason
+    assert group[1].kept is True
+
+
+def test_select_dedupes_same_reasoning():
+    same_a = "3 + 4 = 7. The answer is 7."
+    same_b = "We add: 3 + 4 = 7, so the answer is 7."  # other words, same arithmetic
+    group = [gs(0, 8, same_a), gs(1, 9, same_b), gs(2, 8, "4 + 3 = 7. The answer is 7.")]
+    select_for_rft(group, threshold=7, max_kept=4)
+    _check_all_decided(group)
+    assert group[1].kept is True  # the better-scored of the duplicates
+    assert group[0].kept is False and "duplicate reasoning" in group[0].keep_reason
+    assert group[2].kept is True  # different order of operands is different arithmetic
+
+
+def test_select_dedupes_texts_without_numbers():
+    group = [gs(0, 9, "Adding them gives seven."), gs(1, 9, "  adding THEM gives   seven. ")]
+    select_for_rft(group, threshold=7, max_kept=4)
+    assert [g.kept for g in group] == [True, False]
+
+
+def test_select_prefers_distinct_final_answers():
+    group = [
+        gs(0, 10, "3 + 4 = 7. \\boxed{7}"),
+        gs(1, 9, "4 + 3 = 7. \\boxed{7}"),  # second-best score, same final answer as 0
+        gs(2, 8, "7 - 0 = 7. \\boxed{7.0}"),  # lower score but a distinct final answer
+    ]
+    select_for_rft(group, threshold=7, max_kept=2)
+    _check_all_decided(group)
+    assert [g.kept for g in group] == [True, False, True]
+    assert "max_kept" in group[1].keep_reason
+
+
+def test_select_max_kept_takes_best_scores():
+    group = [gs(i, s) for i, s in enumerate([7, 10, 8, 9, 7.5])]
+    select_for_rft(group, threshold=7, max_kept=3)
+    _check_all_decided(group)
+    kept = sorted(g.grade.score for g in group if g.kept)
+    assert kept == [8, 9, 10]
+    assert sum(g.kept for g in group) == 3
+    assert all("max_kept" in g.keep_reason for g in group if not g.kept)
+
+
+def test_select_ties_break_by_sample_index():
+    group = [gs(3, 9), gs(1, 9), gs(2, 9)]
+    select_for_rft(group, threshold=7, max_kept=1)
+    assert [g.sample.sample_index for g in group if g.kept] == [1]
+
+
+def test_select_all_rejected_and_empty_group():
+    group = [gs(0, None), gs(1, 3), gs(2, 10, finish="length")]
+    select_for_rft(group, threshold=7, max_kept=2)
+    _check_all_decided(group)
+    assert not any(g.kept for g in group)
+    assert select_for_rft([], 7, 2) == []
+
+
+# ------------------------------------------------------------------ build_dpo_pairs
+
+
+def _pairs(group, min_gap=3.0, max_pairs=2):
+    pairs = build_dpo_pairs(group, MESSAGES, min_gap, max_pairs)
+    keys = [k for p in pairs for k in (p.chosen_key, p.rejected_key)]
+    assert len(keys) == len(set(keys)), "a response is used in two pairs"
+    by_key = {g.key: g for g in group}
+    for p in pairs:
+        c, r = by_key[p.chosen_key], by_key[p.rejected_key]
+        assert (p.chosen, p.rejected) == (c.sample.response, r.sample.response)
+        assert (p.chosen_score, p.rejected_score) == (c.grade.score, r.grade.score)
+        assert p.chosen_score - p.rejected_score >= min_gap and p.chosen_score > p.rejected_score
+        assert p.chosen.strip() != p.rejected.strip()
+        assert p.messages == MESSAGES and p.problem == PROBLEM
+    return pairs
+
+
+def test_dpo_min_gap():
+    pairs = _pairs([gs(0, 9), gs(1, 8), gs(2, 6), gs(3, 2)], min_gap=3, max_pairs=4)
+    assert [(p.chosen_score, p.rejected_score) for p in pairs] == [(9, 2)]  # 8 vs 6 is too close
+
+
+def test_dpo_gap_equal_to_min_gap_is_enough():
+    pairs = _pairs([gs(0, 5), gs(1, 2)], min_gap=3)
+    assert len(pairs) == 1
+
+
+def test_dpo_max_pairs_and_extremes_first():
+    group = [gs(0, 10), gs(1, 9), gs(2, 9), gs(3, 2), gs(4, 1), gs(5, 1)]
+    pairs = _pairs(group, min_gap=3, max_pairs=2)
+    assert len(pairs) == 2
+    assert (pairs[0].chosen_key, pairs[0].rejected_key) == (group[0].key, group[4].key)
+    assert pairs[1].chosen_score == 9 and pairs[1].rejected_score == 1
+    assert len(_pairs(group, min_gap=3, max_pairs=10)) == 3
+
+
+def test_dpo_each_response_used_once():
+    group = [gs(0, 10), gs(1, 10), gs(2, 10), gs(3, 1)]
+    pairs = _pairs(group, min_gap=3, max_pairs=5)
+    assert len(pairs) == 1  # only one low response to pair against
+
+
+def test_dpo_no_pair_between_identical_texts():
+    same = "3 + 4 = 8. The answer is 8."
+    group = [gs(0, 9, same), gs(1, 1, "  " + same + "\n"), gs(2, 2, "3 + 4 = 9. The answer is 9.")]
+    pairs = _pairs(group, min_gap=3)
+    assert [(p.chosen_key, p.rejected_key) for p in pairs] == [(group[0].key, group[2].key)]
+
+
+def test_dpo_ignores_ungraded_and_truncated_chosen():
+    group = [gs(0, None), gs(1, 10, finish="length"), gs(2, 8), gs(3, None), gs(4, 2)]
+    pairs = _pairs(group, min_gap=3, max_pairs=3)
+    assert [(p.chosen_key, p.rejected_key) for p in pairs] == [(group[2].key, group[4].key)]
+
+
+def test_dpo_equal_scores_are_never_a_pair():
+    # min_gap=0 is a valid config value; a pair still needs a preference
+    group = [gs(0, 7), gs(1, 7), gs(2, 7)]
+    assert _pairs(group, min_gap=0, max_pairs=3) == []
+    pairs = _pairs([gs(0, 7), gs(1, 7), gs(2, 6)], min_gap=0, max_pairs=3)
+    assert len(pairs) == 1 and pairs[0].rejected_score == 6
+
+
+def test_dpo_nothing_to_pair():
+    assert _pairs([gs(0, 9), gs(1, 8)], min_gap=3) == []
+    assert _pairs([gs(0, None), gs(1, None)], min_gap=0) == []
+    assert _pairs([], min_gap=3) == []

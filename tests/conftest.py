@@ -44,3 +44,50 @@ def ray_local():
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def warm_tiny_model(tiny_model) -> str:
+    """The tiny model after a short plain-torch SFT on generated problems' reference solutions.
+
+    A random tiny model writes no numbers, so no grader can tell its answers apart. This
+    one has memorised the first training problems well enough that sampling gives a mix of
+    right and wrong answers: the rule grader, RFT selection and DPO pairing all get real
+    signal, in seconds. Cached next to the tiny model.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.config import ModelConfig
+    from core.problem_gen import generate_problems
+    from core.prompts import solver_messages
+    from learners.batching import collate, encode, pad_id
+    from learners.losses import sft_loss
+
+    out = Path(os.environ["SELFCRITIQUE_CACHE"]) / "models" / "tiny-warm-0"
+    if (out / ".complete").exists():
+        return str(out)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    system = ModelConfig().system_prompt
+    probs = generate_problems(24, "train", (1, 2), 0)
+    data = [encode(tok, solver_messages(p, system), p.reference, 160) for p in probs]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for step in range(150):
+        idx = torch.randperm(len(data))[:8].tolist()
+        b = collate([data[i] for i in idx], pad_id(tok))
+        loss = sft_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(torch.bfloat16).save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / ".complete").write_text(f"final loss {float(loss):.3f}\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return str(out)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import ray
 
-from core.records import GradedSample, from_json, to_json
+from core.records import GradedSample, from_json, lineage_json, to_json
 
 GroupPolicy = Callable[[list[GradedSample]], tuple[list[GradedSample], list[Any]]]
 
@@ -154,7 +154,7 @@ class Buffer:
             fresh = [g for g in batch if g.key not in self._seen]
             self._stats.duplicates_ignored += len(batch) - len(fresh)
             self._seen.update(g.key for g in fresh)
-            self.lineage.write([to_json(g) for g in fresh])
+            self.lineage.write([lineage_json(g) for g in fresh])
             self._stats.received += len(fresh)
             ready: list[tuple[list[GradedSample], bool]] = []
             if not self.group_size:

@@ -30,14 +30,18 @@ class SamplingSpec:
 
 
 class Engine:
-    def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 768,
+    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
                  tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
-                 gpu: bool = False):
+                 gpu: bool = False, cpu_threads_bind: str = "auto"):
         from transformers import AutoTokenizer
         from vllm import LLM
 
+        from core.hardware import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
         if not gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(round(kv_cache_gib))))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_model_len = max_model_len
         kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,

@@ -28,8 +28,15 @@ _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
 # Optional math delimiters around the answer are $, $$, \( \) or \[ \] (a lone
 # backslash is not one: it starts a LaTeX command such as \frac).
+# Whitespace runs are matched possessively (*+) and the answer must end on a
+# non-space character, so no run of spaces can be split between neighbouring
+# quantifiers: with plain \s* a line such as "answer:" + 40 spaces + "x" + 40 spaces
+# + "$y" backtracked for minutes (polynomial blow-up), outside the checker's deadline.
+# Between the answer and its terminator only same-line spaces count, as a newline is
+# itself a terminator.
 _ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:is|:|=)\s*:?\s*(?:\$\$?|\\\(|\\\[)?\s*([^\n$]+?)\s*(?:\$\$?|\\\)|\\\])?\s*(?:\.\s|\.?$|\n)",
+    r"answer\s*+(?:is|:|=)\s*+:?\s*+(?:\$\$?|\\\(|\\\[)?+\s*+([^\n$]*?[^\s$])"
+    r"[^\S\n]*+(?:\$\$?|\\\)|\\\])?[^\S\n]*+(?:\.\s|\.?$|\n)",
     re.IGNORECASE,
 )
 _LAST_NUMBER_RE = re.compile(_NUMBER)

@@ -12,6 +12,7 @@ is dropped silently.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ def _scan_jsonl(path: Path, report: LoadReport, strict: bool) -> list[tuple[int,
                 problem = f"not valid UTF-8 ({e.reason} at byte {e.start})"
             except json.JSONDecodeError as e:
                 problem = f"malformed JSON ({e.msg} at column {e.colno}); truncated line?"
+            except RecursionError:  # json recurses per nesting level: [[[[...]]]] would crash the loader
+                problem = "malformed JSON (nested too deeply to parse)"
             if problem:
                 msg = f"{path}:{lineno}: {problem}"
                 if strict:
@@ -107,14 +110,19 @@ def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[
 # ------------------------------------------------------------------ field helpers
 
 
-def _field(row: dict, name: str, where: str, expected: str = "a non-empty string", optional=False) -> str:
+def _field(row: dict, name: str, where: str, expected: str = "a non-empty string", optional=False,
+           numbers=True) -> str:
+    """A field as text. numbers=False for prose (a question, a solution): 42 there is a
+    broken row, not a question; ids, answers and levels may be numbers."""
     if name not in row or row[name] is None:
         if optional:
             return ""
         raise DataError(f"{where}: missing field {name!r}, expected {expected}")
     v = row[name]
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+    if isinstance(v, bool) or not isinstance(v, (str, int, float) if numbers else str):
         raise DataError(f"{where}: field {name!r} has type {type(v).__name__}, expected {expected}")
+    if isinstance(v, float) and not math.isfinite(v):  # JSON NaN/Infinity would become "nan"/"inf"
+        raise DataError(f"{where}: field {name!r} is {v}, expected {expected}")
     v = str(v)
     if not optional and not v.strip():
         raise DataError(f"{where}: field {name!r} is empty, expected {expected}")
@@ -131,8 +139,8 @@ def _last_boxed(text: str) -> str:
 
 
 def _gsm8k(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
-    q = _field(row, "question", where)
-    a = _field(row, "answer", where, "a solution ending in '#### <answer>'")
+    q = _field(row, "question", where, numbers=False)
+    a = _field(row, "answer", where, "a solution ending in '#### <answer>'", numbers=False)
     if "####" not in a:
         raise DataError(f"{where}: field 'answer' has no '#### <answer>' line, expected a GSM8K solution")
     sol, final = a.rsplit("####", 1)
@@ -144,8 +152,8 @@ def _gsm8k(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
 
 
 def _math(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
-    q = _field(row, "problem", where)
-    sol = _field(row, "solution", where, "a solution containing \\boxed{...}")
+    q = _field(row, "problem", where, numbers=False)
+    sol = _field(row, "solution", where, "a solution containing \\boxed{...}", numbers=False)
     final = _last_boxed(sol)
     if not final:
         raise DataError(f"{where}: field 'solution' has no \\boxed{{...}} answer")
@@ -156,8 +164,8 @@ def _math(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
 
 
 def _mathusereval(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
-    q = _field(row, "question", where)
-    ref = _field(row, "reference", where)
+    q = _field(row, "question", where, numbers=False)
+    ref = _field(row, "reference", where, numbers=False)
     cat = _field(row, "category", where)
     sub = _field(row, "subcategory", where, optional=True)
     qid = _field(row, "question_id", where, optional=True) or str(idx)
@@ -181,7 +189,7 @@ def _check_columns(spec: DatasetSpec) -> None:
 def _generic(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
     cols = {**{f: f for f in _GENERIC_FIELDS}, **spec.columns}
     _check_columns(spec)
-    q = _field(row, cols["question"], where)
+    q = _field(row, cols["question"], where, numbers=False)
     pid = _field(row, cols["id"], where, optional=True) or f"{Path(spec.path).stem}-{idx}"
     return Problem(
         str(pid), q,

@@ -13,8 +13,11 @@ from core.records import Grade, GradedSample, Pair
 
 # "Score: 8", "**Score:** 8", "**Score**: 8", "Score：8", "score = 8/10". Not "underscore: 4",
 # not "Score: 1e3" (that is not 1), and a denominator other than 10 is another scale.
+# Spaces and markdown stars around the colon are one possessive class ([\s*]*+): with
+# "\s*\**\s*" on both sides, "score" + 400 spaces + ":" + 400 spaces took seconds
+# (cubic backtracking) and a 2,000-character judge tail minutes.
 _SCORE_RE = re.compile(
-    r"(?<![A-Za-z])\**score\s*\**\s*[:：=]\s*\**\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?(?![A-Za-z0-9_])",
+    r"(?<![A-Za-z])\**score[\s*]*+[:：=][\s*]*+(-?\d+(?:\.\d+)?)(?:\s*+/\s*+(\d+))?(?![A-Za-z0-9_])",
     re.IGNORECASE,
 )
 

@@ -98,13 +98,16 @@ def convert_embedded(name: str, out_dir: Path | None = None) -> Path:
 
 def resolve_model(name: str) -> str:
     """A path or hub id that vLLM and transformers can load."""
+    if not name.strip():  # Path("") is the working directory: say what is wrong instead
+        raise ModelError("model.name is empty; expected embedded:NAME, a checkpoint directory or a hub id")
     if name.startswith(EMBEDDED_PREFIX):
         return str(convert_embedded(name[len(EMBEDDED_PREFIX):]))
     p = Path(name).expanduser()
     if p.exists():
         check_checkpoint_dir(p)
         return str(p.resolve())
-    if name.startswith((".", "/", "~")):
+    # A hub id is "org/name" (or a bare name); "runs/x/checkpoint" can only be a local path.
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         raise ModelError(f"model path {name!r} does not exist")
     return name  # a hub id; the loaders fetch it
 

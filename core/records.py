@@ -102,6 +102,24 @@ def to_json(obj: Any) -> dict:
     return d
 
 
+def lineage_json(g: GradedSample) -> dict:
+    """The lineage line for a graded sample: everything but the token id lists.
+
+    Token ids are the bulk of a sample and are re-derivable from the text; copying them
+    with asdict dominated the buffer's per-sample cost. Their counts are kept.
+    """
+    s = g.sample
+    return {
+        "__type__": "GradedSample",
+        "sample": {"problem": asdict(s.problem), "sample_index": s.sample_index, "response": s.response,
+                   "policy_version": s.policy_version, "finish_reason": s.finish_reason,
+                   "n_tokens": len(s.token_ids), "n_prompt_tokens": len(s.prompt_token_ids)},
+        "grade": asdict(g.grade),
+        "kept": g.kept,
+        "keep_reason": g.keep_reason,
+    }
+
+
 def from_json(d: dict) -> Any:
     d = dict(d)
     kind = d.pop("__type__")
@@ -112,7 +130,7 @@ def from_json(d: dict) -> Any:
     if kind == "Grade":
         return Grade(**d)
     if kind == "GradedSample":
-        s = d["sample"]
+        s = {k: v for k, v in d["sample"].items() if k not in ("n_tokens", "n_prompt_tokens")}
         return GradedSample(
             sample=Sample(**{**s, "problem": Problem(**s["problem"])}),
             grade=Grade(**d["grade"]),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from core.hardware import bf16_supported, resolve_dtype  # noqa: F401 - re-exported
+
 
 def ds_config(*, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, bf16: bool) -> dict:
     return {
@@ -23,18 +25,6 @@ def ds_config(*, micro_batch_size: int, grad_accum: int, world_size: int, zero_s
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-
-
-def bf16_supported() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:  # AVX512-BF16 / AMX make bf16 about 2x faster than fp32 on CPU
-        import cpuinfo  # shipped with deepspeed (py-cpuinfo)
-
-        flags = cpuinfo.get_cpu_info().get("flags", [])
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except Exception:
-        return False
 
 
 def init_engine(model: torch.nn.Module, config: dict, lr: float, warmup_steps: int, weight_decay: float = 0.0):

@@ -15,11 +15,13 @@ from learners.losses import sequence_logps
 
 
 class ReferenceScorer:
-    def __init__(self, model_path: str, max_len: int = 384, dtype: str = "bfloat16", batch_size: int = 8):
+    def __init__(self, model_path: str, max_len: int = 384, dtype: str = "auto", batch_size: int = 8):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from core.hardware import resolve_dtype
+
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype(dtype))).eval()
         self.model.requires_grad_(False)
         self.max_len = max_len
         self.batch_size = batch_size

@@ -16,6 +16,7 @@ from actors.sampler import SamplerWorker
 from core.config import Config, PoolResources
 from core.data import load_problems
 from core.records import Problem
+from pipelines.preflight import check_local_resources
 from pipelines.run_dir import RunDir
 from pipelines.tracking import Tracker
 
@@ -39,12 +40,13 @@ def init_ray(cfg: Config) -> None:
         # A local head binds to loopback only; the dashboard stays off unless asked for.
         ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
                  _node_ip_address="127.0.0.1")
+        check_local_resources(cfg, ray.cluster_resources())
 
 
 def engine_kwargs(cfg: Config, pool: PoolResources) -> dict:
     return dict(dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                 tensor_parallel_size=pool.tensor_parallel_size, seed=cfg.run.seed,
-                kv_cache_gib=pool.kv_cache_gib, gpu=pool.num_gpus > 0)
+                kv_cache_gib=pool.kv_cache_gib, gpu=pool.num_gpus > 0, cpu_threads_bind=pool.cpu_threads_bind)
 
 
 @dataclass

@@ -52,29 +52,51 @@ def _heldout(problems: list[Problem], fraction: float) -> frozenset[str]:
 
 
 def load_critique_records(path: str) -> list[SFTExample]:
-    """Critique records: question, reference, response, critique (analysis), score."""
+    """Critique records: question, reference, response, critique (analysis), score.
+
+    One JSON object a line. Lines are split on "\\n" only (str.splitlines would also
+    split inside a record at U+2028 or U+0085, valid raw in JSON strings), and each line
+    is decoded on its own, so a bad byte or a bad row is reported with file:line.
+    """
     out = []
     p = Path(path)
     if not p.is_file():
         raise DataError(f"critic.records_path: {p} does not exist")
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{lineno}: malformed JSON ({e.msg})") from None
-        for f in ("question", "reference", "response", "critique", "score"):
-            if f not in row:
-                raise DataError(f"{p}:{lineno}: missing field {f!r}")
-        score = row["score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
-            raise DataError(f"{p}:{lineno}: field 'score' must be a number from 1 to 10, got {score!r}")
-        prob = Problem(f"rec-{lineno}", str(row["question"]), str(row["reference"]), str(row.get("answer", "")))
-        text = f"{str(row['critique']).strip()}\nScore: {score:g}"
-        out.append(SFTExample(f"record:{lineno}", judge_messages(prob, str(row["response"])), text))
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); truncated line?") from None
+            except RecursionError:
+                raise DataError(f"{p}:{lineno}: malformed JSON (nested too deeply to parse)") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{p}:{lineno}: expected a JSON object with fields question, reference, response, "
+                                f"critique, score; got {type(row).__name__}")
+            for f in ("question", "reference", "response", "critique", "score"):
+                if f not in row or row[f] is None:
+                    expected = "a number from 1 to 10" if f == "score" else "a string"
+                    raise DataError(f"{p}:{lineno}: missing field {f!r}{' (null)' if f in row else ''}, "
+                                    f"expected {expected}")
+            for f in ("question", "reference", "response", "critique"):
+                v = row[f]
+                if not isinstance(v, str):
+                    raise DataError(f"{p}:{lineno}: field {f!r} has type {type(v).__name__}, expected a string")
+                if f != "reference" and not v.strip():
+                    raise DataError(f"{p}:{lineno}: field {f!r} is empty, expected a non-empty string")
+            score = row["score"]
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not 1 <= score <= 10:
+                raise DataError(f"{p}:{lineno}: field 'score' must be a number from 1 to 10, got {score!r}")
+            answer = row.get("answer")
+            prob = Problem(f"rec-{lineno}", row["question"], row["reference"], "" if answer is None else str(answer))
+            text = f"{row['critique'].strip()}\nScore: {score:g}"
+            out.append(SFTExample(f"record:{lineno}", judge_messages(prob, row["response"]), text))
     if not out:
-        raise DataError(f"{p}: no critique records")
+        raise DataError(f"{p}: no critique records (the file is empty or has only blank lines)")
     return out
 
 

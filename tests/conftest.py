@@ -27,9 +27,9 @@ def tiny_model() -> str:
     return str(build_tiny_model())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray for the whole session (starting Ray costs seconds)."""
+    """A local Ray per test module (modules that build their own clusters shut it down)."""
     import ray
 
     if not ray.is_initialized():

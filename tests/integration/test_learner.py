@@ -85,7 +85,7 @@ def _pairs(n: int) -> list[Pair]:
 def test_dpo_raises_margin_with_cached_reference(ray_local, tiny_model, tmp_path):
     from learners.ref_scorer import ReferenceScorer
 
-    scorer = ray.remote(ReferenceScorer).options(num_cpus=0).remote(tiny_model, 128, "bfloat16")
+    scorer = ray.remote(ReferenceScorer).options(num_cpus=0).remote(tiny_model, 128)
     pairs = ray.get(scorer.enrich.remote(_pairs(16)))
     assert all(p.ref_chosen_logp is not None for p in pairs)
     buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
@@ -103,7 +103,7 @@ def test_dpo_raises_margin_with_cached_reference(ray_local, tiny_model, tmp_path
 def test_cached_reference_logps_equal_on_the_fly(ray_local, tiny_model, tmp_path):
     from learners.ref_scorer import ReferenceScorer
 
-    scorer = ray.remote(ReferenceScorer).options(num_cpus=0).remote(tiny_model, 128, "bfloat16")
+    scorer = ray.remote(ReferenceScorer).options(num_cpus=0).remote(tiny_model, 128)
     pairs = ray.get(scorer.enrich.remote(_pairs(8)))
     buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
     fill(buf, pairs)

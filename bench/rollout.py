@@ -64,7 +64,7 @@ def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_promp
 
     import os
 
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {
         k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "PYTHONPATH") if k in os.environ}})
     eng = dict(max_model_len=768, kv_cache_gib=2)
     pool = ActorPool(SamplerWorker, samplers, (model_path, "base", eng, ModelConfig().system_prompt), num_cpus=1)

@@ -19,35 +19,7 @@ import time
 
 from common import machine, write_result
 
-from core.records import Grade, GradedSample, Sample
-
-
-class SyntheticSampler:
-    def __init__(self, latency: float, tokens: int):
-        self.latency, self.tokens, self.pid = latency, tokens, os.getpid()
-
-    def generate(self, problems, spec, checkpoint=None):
-        time.sleep(self.latency)
-        samples = [Sample(p, i, "x" * 400, list(range(self.tokens)), [], "v0", "stop")
-                   for p in problems for i in range(spec.n)]
-        return {"samples": len(samples), "tokens": len(samples) * self.tokens, "seconds": self.latency,
-                "pid": self.pid}, samples
-
-    def ping(self):
-        return self.pid
-
-
-class SyntheticCritic:
-    def __init__(self, latency: float):
-        self.latency, self.pid = latency, os.getpid()
-
-    def grade(self, samples, checkpoint=None):
-        time.sleep(self.latency)
-        graded = [GradedSample(s, Grade(9.0, "correct", "", "synthetic")) for s in samples]
-        return {"graded": len(graded), "ungraded": 0, "judged": 0, "seconds": self.latency, "pid": self.pid}, graded
-
-    def ping(self):
-        return self.pid
+from actors.synthetic import SyntheticCritic, SyntheticSampler
 
 
 def measure(nodes: int, batch_prompts: int, n: int, latency: float, rounds: int) -> dict:
@@ -66,7 +38,7 @@ def measure(nodes: int, batch_prompts: int, n: int, latency: float, rounds: int)
     c.wait_for_nodes()
     ray.init(address=c.address, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     per_node = 2  # sampler actors per simulated node
-    samplers = ActorPool(SyntheticSampler, nodes * per_node, (latency, 128), num_cpus=0.5,
+    samplers = ActorPool(SyntheticSampler, nodes * per_node, (latency, 128, 400), num_cpus=0.5,
                          resources={"worker_node": 1})
     critics = ActorPool(SyntheticCritic, nodes * per_node, (latency / 4,), num_cpus=0.5, resources={"worker_node": 1})
     samplers.wait_ready()

@@ -27,18 +27,26 @@ FORWARD_ENV = ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "
                "HF_DATASETS_CACHE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")
 
 
+# Set by Ray in the driver of a job started with `ray job submit`.
+SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
 def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     project_root = str(Path(__file__).resolve().parents[1])
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
     if cfg.resources.ray_address:
-        # Under `ray job submit` the working dir is shipped by the job's runtime_env.
-        ray.init(address=cfg.resources.ray_address, runtime_env={"env_vars": env})
+        if SUBMITTED_JOB_ENV in os.environ:
+            # Under `ray job submit` the job's own runtime_env (working dir, env vars) applies;
+            # passing a second one would conflict with it.
+            ray.init(address=cfg.resources.ray_address)
+        else:
+            ray.init(address=cfg.resources.ray_address, runtime_env={"env_vars": env})
     else:
         env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
         # A local head binds to loopback only; the dashboard stays off unless asked for.
-        ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
+        ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
                  _node_ip_address="127.0.0.1")
         check_local_resources(cfg, ray.cluster_resources())
 

@@ -36,7 +36,7 @@ def ray_local():
         env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
                                           "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM")}
         env["PYTHONPATH"] = str(ROOT)
-        ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
+        ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 
@@ -91,3 +91,43 @@ def warm_tiny_model(tiny_model) -> str:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return str(out)
+
+
+# ------------------------------------------------------------------ fault bookkeeping
+
+_FAULTS: list[dict] = []
+
+
+@pytest.fixture
+def fault_log():
+    """Record the outcome of an injected fault for docs/results/reliability.json."""
+
+    def record(fault: str, *, survived: bool, lost: int, duplicated: int, **extra):
+        _FAULTS.append({"fault": fault, "survived": survived, "items_lost": lost, "items_duplicated": duplicated,
+                        **extra})
+
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the reliability summary when fault tests ran (bad-input figures come from their suite)."""
+    import json
+
+    if not _FAULTS:
+        return
+    bad = ROOT / "docs" / "results" / "bad_inputs.json"
+    bad_inputs = json.loads(bad.read_text()) if bad.exists() else {}
+    peaks = [f["peak_rss_mb"] for f in _FAULTS if f.get("peak_rss_mb")]
+    out = {
+        "faults_injected": len(_FAULTS),
+        "faults_survived": sum(f["survived"] for f in _FAULTS),
+        "bad_inputs_tried": bad_inputs.get("bad_inputs_tried"),
+        "bad_inputs_clear": bad_inputs.get("bad_inputs_clear"),
+        "items_lost": sum(f["items_lost"] for f in _FAULTS),
+        "items_duplicated": sum(f["items_duplicated"] for f in _FAULTS),
+        "peak_rss_mb": max(peaks) if peaks else None,
+        "faults": _FAULTS,
+    }
+    path = ROOT / "docs" / "results" / "reliability.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")

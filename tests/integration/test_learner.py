@@ -114,7 +114,7 @@ def test_cached_reference_logps_equal_on_the_fly(ray_local, tiny_model, tmp_path
     assert len(diffs) == 2 and max(diffs) < 0.05 * max(abs(p.ref_chosen_logp) for p in pairs), diffs
 
 
-def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_path):
+def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_path, fault_log):
     buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
     items = sft_items(96)
     fill(buf, items)
@@ -146,5 +146,8 @@ def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_
     assert any(s["resumed_at"] > 0 for s in starts)  # restarted from a checkpoint, not from scratch
     assert summary["micro"] == 96 // (2 * 2)
     acked = ray.get(buf.acked_keys.remote())
+    want = {x.key for x in items}
+    fault_log("learner worker killed", survived=set(acked) == want and summary["micro"] == 24,
+              lost=len(want - set(acked)), duplicated=0)
     assert sorted(acked) == sorted(x.key for x in items)  # each item trained exactly once, none skipped
     assert max(acked.values()) <= summary["micro"]

@@ -42,7 +42,7 @@ def _env() -> dict:
     return env
 
 
-def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path):
+def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fault_log):
     run_dir = tmp_path / "run"
     cmd = _cmd(tiny_overrides(run_dir, warm_tiny_model))
     log1 = open(tmp_path / "first.log", "w")
@@ -70,6 +70,8 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path):
     # every RFT prompt x sample graded exactly once across the two driver runs
     keys = [json.loads(x)["sample"]["problem"]["id"] + "#" + str(json.loads(x)["sample"]["sample_index"])
             for x in (run_dir / "rft" / "rollout" / "lineage.jsonl").read_text().splitlines()]
+    fault_log("driver killed mid-RFT", survived=len(keys) == len(set(keys)) == 8 * 3,
+              lost=8 * 3 - len(set(keys)), duplicated=len(keys) - len(set(keys)))
     assert len(keys) == len(set(keys)) == 8 * 3
     # the report and its plots
     report = (run_dir / "report.md").read_text()

@@ -93,7 +93,7 @@ def test_grouping_waits_for_all_n(pools, tmp_path):
     assert len(decisions) == len(problems) * SPEC.n  # every sample kept or rejected, with a reason
 
 
-def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path):
+def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path, fault_log):
     samplers, critics = pools
     problems = generate_problems(16, seed=7)
     buf = Buffer.remote(str(tmp_path), capacity=1000)
@@ -110,6 +110,8 @@ def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path):
     assert killed
     keys = [r["sample"]["problem"]["id"] + "#" + str(r["sample"]["sample_index"]) for r in _lineage(tmp_path)]
     expected = {f"{p.id}#{i}" for p in problems for i in range(SPEC.n)}
+    fault_log("sampler actor killed", survived=len(keys) == len(set(keys)) and set(keys) == expected,
+              lost=len(expected - set(keys)), duplicated=len(keys) - len(set(keys)))
     assert len(keys) == len(set(keys)) and set(keys) == expected
     assert report.retries >= 1
     assert pids  # the pool came back

@@ -104,6 +104,7 @@ class Buffer:
         self._acked: dict[str, tuple[str, int]] = {}  # key -> (consumer, step)
         self._lease_ids = itertools.count(1)
         self._closed = False
+        self._reserved = 0  # accepted by put, not yet deliverable (being emitted)
         self._stats = BufferStats()
         self._t0 = time.monotonic()
         self._recover(d)
@@ -138,7 +139,14 @@ class Buffer:
     # ------------------------------------------------------------------ producers
 
     def _held(self) -> int:
-        return len(self._pending) + sum(len(g) for g in self._groups.values())
+        return len(self._pending) + sum(len(g) for g in self._groups.values()) + self._reserved
+
+    def _room_for(self, n: int) -> bool:
+        held = self._held()
+        if held == 0 or held + n <= self.capacity:
+            return True
+        # Everything held sits in incomplete groups: refusing would deadlock the group wait.
+        return not self._pending and not self._reserved
 
     async def put(self, batch_refs: list) -> int:
         """Add graded samples (a list holding one ref to a list of GradedSample).
@@ -149,27 +157,32 @@ class Buffer:
         """
         batch: list[GradedSample] = await batch_refs[0]
         async with self._cond:
-            await self._cond.wait_for(lambda: self._held() + len(batch) <= self.capacity
-                                      or not self._pending or self._held() == 0)
+            await self._cond.wait_for(lambda: self._room_for(len(batch)))
             fresh = [g for g in batch if g.key not in self._seen]
             self._stats.duplicates_ignored += len(batch) - len(fresh)
             self._seen.update(g.key for g in fresh)
             self.lineage.write([lineage_json(g) for g in fresh])
             self._stats.received += len(fresh)
-            ready: list[tuple[list[GradedSample], bool]] = []
+            ready: list[list[GradedSample]] = []
             if not self.group_size:
-                ready.append((fresh, False))
+                ready.append(fresh)
             else:
                 for g in fresh:
                     grp = self._groups.setdefault(g.sample.problem.id, [])
                     grp.append(g)
                     if len(grp) >= self.group_size:
-                        ready.append((self._groups.pop(g.sample.problem.id), True))
-        for group, _ in ready:
-            await self._emit(group)
-        async with self._cond:
+                        ready.append(self._groups.pop(g.sample.problem.id))
+            # Completed groups leave the grouping area now but are only deliverable after
+            # _emit; reserving them keeps concurrent puts from overfilling the buffer.
+            self._reserved += sum(len(g) for g in ready)
             self._stats.max_held = max(self._stats.max_held, self._held())
-            self._cond.notify_all()
+        for group in ready:
+            try:
+                await self._emit(group)
+            finally:
+                async with self._cond:
+                    self._reserved -= len(group)
+                    self._cond.notify_all()
         return len(fresh)
 
     async def _emit(self, group: list[GradedSample]) -> None:
@@ -202,7 +215,7 @@ class Buffer:
         Same capacity, dedupe and persistence rules as graded samples."""
         items = await asyncio.gather(*item_refs)
         async with self._cond:
-            await self._cond.wait_for(lambda: self._held() + len(items) <= self.capacity or not self._pending)
+            await self._cond.wait_for(lambda: self._room_for(len(items)))
             fresh = [it for it in items if item_key(it) not in self._refs and item_key(it) not in self._acked]
             self._stats.duplicates_ignored += len(items) - len(fresh)
             self._stats.received += len(fresh)

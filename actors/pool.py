@@ -81,5 +81,10 @@ class ActorPool:
             time.sleep(0.2)
 
     def shutdown(self) -> None:
+        if not ray.is_initialized():
+            return  # the cluster is already gone, and its actors with it
         for a in self.actors:
-            ray.kill(a, no_restart=True)
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,6 +68,11 @@ def test_ray_job_submit_runs_tiny_pipeline(head, warm_tiny_model, tmp_path):
            "python", "-m", "pipelines.self_critique", "--config", "configs/cpu-demo.yaml", *overrides]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     out = res.stdout + res.stderr
-    assert res.returncode == 0 and "SUCCEEDED" in out, out[-5000:]
+    assert res.returncode == 0, out[-5000:]
+    job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", out)
+    assert job_id, out[-5000:]
+    status = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "job", "status", "--address", head,
+                             job_id.group(1)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "SUCCEEDED" in status.stdout + status.stderr, status.stdout + status.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"base", "rft", "dpo"}

@@ -39,6 +39,17 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def publish_checkpoint(model, tokenizer, out: Path, note: str = "ok") -> None:
+    """Write to a temporary sibling, then rename: readers never see half a checkpoint."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / ".complete").write_text(note + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def check_checkpoint_dir(path: Path) -> None:
     """A clear error for a directory that is not a loadable HF checkpoint."""
     if not path.is_dir():
@@ -86,13 +97,7 @@ def convert_embedded(name: str, out_dir: Path | None = None) -> Path:
         fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
         fresh.to(torch.bfloat16)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        fresh.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        publish_checkpoint(fresh, tok, out)
     return out
 
 
@@ -137,11 +142,5 @@ def build_tiny_model(out_dir: Path | None = None, seed: int = 0) -> Path:
         )
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        publish_checkpoint(model, tok, out)
     return out

@@ -55,12 +55,11 @@ def warm_tiny_model(tiny_model) -> str:
     right and wrong answers: the rule grader, RFT selection and DPO pairing all get real
     signal, in seconds. Cached next to the tiny model.
     """
-    import shutil
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.config import ModelConfig
+    from core.models import publish_checkpoint
     from core.problem_gen import generate_problems
     from core.prompts import solver_messages
     from learners.batching import collate, encode, pad_id
@@ -83,13 +82,7 @@ def warm_tiny_model(tiny_model) -> str:
         loss.backward()
         opt.step()
         opt.zero_grad()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / ".complete").write_text(f"final loss {float(loss):.3f}\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    publish_checkpoint(model.to(torch.bfloat16), tok, out, f"final loss {float(loss):.3f}")
     return str(out)
 
 

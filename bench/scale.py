@@ -32,12 +32,12 @@ def measure(nodes: int, batch_prompts: int, n: int, latency: float, rounds: int)
     from actors.stream import run_rollout
     from core.problem_gen import generate_problems
 
+    per_node = 2  # sampler actors (and critic actors) per simulated node
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"head": 1}})
     for _ in range(nodes):
-        c.add_node(num_cpus=2, resources={"worker_node": 2})
+        c.add_node(num_cpus=2, resources={"worker_node": 2 * per_node})
     c.wait_for_nodes()
     ray.init(address=c.address, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-    per_node = 2  # sampler actors per simulated node
     samplers = ActorPool(SyntheticSampler, nodes * per_node, (latency, 128, 400), num_cpus=0.5,
                          resources={"worker_node": 1})
     critics = ActorPool(SyntheticCritic, nodes * per_node, (latency / 4,), num_cpus=0.5, resources={"worker_node": 1})
@@ -66,7 +66,9 @@ def measure(nodes: int, batch_prompts: int, n: int, latency: float, rounds: int)
         secs = time.perf_counter() - t0
     ray.shutdown()
     c.shutdown()
-    ideal = nodes * per_node * batch_prompts * n / (latency + latency / 4)
+    # samplers are the slowest stage and critics overlap with them: each sampler actor can
+    # deliver batch_prompts * n items per `latency` seconds
+    ideal = nodes * per_node * batch_prompts * n / latency
     return {"nodes": nodes, "items_per_s": len(taken) / secs, "ideal_items_per_s": ideal,
             "ratio_vs_ideal": len(taken) / secs / ideal, "items": len(taken), "graded": rep.graded,
             "seconds": secs}

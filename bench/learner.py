@@ -53,7 +53,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_path)
     bf16 = ds_engine.bf16_supported()
     words = " ".join(["step"] * (args.seq // 2))
-    msgs = [{"role": "user", "content": f"Question {i}: {words}"} for i in range(args.micro_batch)]
+    msgs = [[{"role": "user", "content": f"Question {i}: {words}"}] for i in range(args.micro_batch)]
     sft_items = [SFTExample(f"k{i}", m, f"The answer is {i}. " + words) for i, m in enumerate(msgs)]
     pairs = [Pair(Problem(f"p{i}", "q"), m, f"The answer is {i}. " + words, f"Maybe {i + 3}. " + words, 9, 2, "a", "b")
              for i, m in enumerate(msgs)]

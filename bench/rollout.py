@@ -40,7 +40,7 @@ def bench_generate(model_path: str, convs: list, n: int, max_new: int, temperatu
 def bench_raw_engine(model_path: str, convs: list, spec) -> dict:
     from actors.engine import Engine
 
-    eng = Engine(model_path, max_model_len=768, kv_cache_gib=2)
+    eng = Engine(model_path, max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1")
     eng.generate(convs[:2], spec)  # warm-up
     t0 = time.perf_counter()
     outs = eng.generate(convs, spec)
@@ -66,7 +66,7 @@ def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_promp
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {
         k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "PYTHONPATH") if k in os.environ}})
-    eng = dict(max_model_len=768, kv_cache_gib=2)
+    eng = dict(max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1")
     pool = ActorPool(SamplerWorker, samplers, (model_path, "base", eng, ModelConfig().system_prompt), num_cpus=1)
     critics = ActorPool(CriticWorker, 1, ("rule", None, "base", eng), num_cpus=0.5)
     pool.wait_ready()

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable

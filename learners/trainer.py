@@ -14,7 +14,6 @@ checkpoint, so nothing is trained twice or skipped relative to the restored mode
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import tempfile
@@ -284,6 +283,3 @@ def _worker_env() -> dict:
     keys = ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS")
     return {k: os.environ[k] for k in keys if k in os.environ}
 
-
-def steps_for(n_items: int, job: LearnJob) -> int:
-    return math.ceil(n_items / (job.micro_batch_size * job.num_workers)) * job.epochs

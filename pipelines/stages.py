@@ -13,7 +13,7 @@ import ray
 from core.config import Config
 from core.data import DataError
 from core.grading import critique_policy, dpo_policy, rft_policy
-from core.prompts import critique_text, judge_messages
+from core.prompts import judge_messages
 from core.records import GradedSample, Problem, SFTExample, from_json
 from learners.ref_scorer import ReferenceScorer
 from learners.trainer import LearnJob

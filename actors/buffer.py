@@ -82,7 +82,12 @@ class _Log:
         return out
 
 
-@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64)
+# Producers wait inside `put` while the buffer is full, each holding a concurrency slot;
+# consumers (take/ack) share the same pool of slots. Slots in an asyncio actor are only
+# coroutines, so the pool is sized far above any bounded producer count (the streaming
+# driver keeps a handful of puts in flight) and a full buffer can never lock out the
+# consumers that would drain it.
+@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=1024)
 class Buffer:
     def __init__(self, run_dir: str, capacity: int, group_size: int | None = None,
                  group_policy: GroupPolicy | None = None, enricher=None):

@@ -3,7 +3,9 @@
 The caller's process never fetches samples: it waits on small summary objects
 (each sampler/critic call returns a summary and a payload), forwards payload refs to
 the next stage, and re-dispatches a batch whose actor died. The buffer dedupes by
-sample key, so a retried batch can never be counted twice.
+sample key, so a retried batch can never be counted twice. Work between the samplers
+and the buffer is bounded, so a full buffer stalls the samplers rather than piling
+samples up in the object store.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def _batches(problems: list[Problem], size: int) -> list[list[Problem]]:
     return [problems[i:i + size] for i in range(0, len(problems), size)]
 
 
+def pipeline_budget(n_samplers: int, n_critics: int, per_actor_inflight: int, max_pending_puts: int) -> int:
+    """Most batches between the prompt queue and the buffer at any moment."""
+    return per_actor_inflight * (n_samplers + n_critics) + max_pending_puts
+
+
 def run_rollout(problems: list[Problem], samplers: ActorPool, critics: ActorPool, buffer, spec: SamplingSpec,
                 batch_prompts: int, *, policy_checkpoint: tuple[str, str] | None = None,
                 judge_checkpoint: tuple[str, str] | None = None, per_actor_inflight: int = 2,
@@ -56,8 +63,14 @@ def run_rollout(problems: list[Problem], samplers: ActorPool, critics: ActorPool
     inflight: dict[ray.ObjectRef, tuple] = {}
     puts: dict[ray.ObjectRef, int] = {}
 
+    # Backpressure has to reach the samplers: a batch counts against this budget from
+    # dispatch until the buffer has taken it. Gating on puts alone let fast samplers pile
+    # unbounded work onto slower critics, whose burst of puts then filled the buffer's
+    # concurrency slots and starved the consumers (a deadlock).
+    budget = pipeline_budget(len(samplers), len(critics), per_actor_inflight, max_pending_puts)
+
     def dispatch_samplers() -> None:
-        while todo and len(puts) < max_pending_puts:
+        while todo and len(inflight) + len(puts) < budget:
             idx = samplers.least_loaded()
             if idx is None or samplers.outstanding[idx] >= per_actor_inflight:
                 return

@@ -110,17 +110,21 @@ def pytest_sessionfinish(session, exitstatus):
         return
     bad = ROOT / "docs" / "results" / "bad_inputs.json"
     bad_inputs = json.loads(bad.read_text()) if bad.exists() else {}
-    peaks = [f["peak_rss_mb"] for f in _FAULTS if f.get("peak_rss_mb")]
+    path = ROOT / "docs" / "results" / "reliability.json"
+    # A partial run (-k, one file) updates its faults and keeps the others' last results.
+    previous = json.loads(path.read_text()).get("faults", []) if path.exists() else []
+    ran = {f["fault"] for f in _FAULTS}
+    faults = [f for f in previous if f.get("fault") not in ran] + _FAULTS
+    peaks = [f["peak_rss_mb"] for f in faults if f.get("peak_rss_mb")]
     out = {
-        "faults_injected": len(_FAULTS),
-        "faults_survived": sum(f["survived"] for f in _FAULTS),
+        "faults_injected": len(faults),
+        "faults_survived": sum(f["survived"] for f in faults),
         "bad_inputs_tried": bad_inputs.get("bad_inputs_tried"),
         "bad_inputs_clear": bad_inputs.get("bad_inputs_clear"),
-        "items_lost": sum(f["items_lost"] for f in _FAULTS),
-        "items_duplicated": sum(f["items_duplicated"] for f in _FAULTS),
+        "items_lost": sum(f["items_lost"] for f in faults),
+        "items_duplicated": sum(f["items_duplicated"] for f in faults),
         "peak_rss_mb": max(peaks) if peaks else None,
-        "faults": _FAULTS,
+        "faults": faults,
     }
-    path = ROOT / "docs" / "results" / "reliability.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

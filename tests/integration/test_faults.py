@@ -21,7 +21,7 @@ from ray.exceptions import OwnerDiedError, RayActorError
 from actors.buffer import Buffer
 from actors.engine import SamplingSpec
 from actors.pool import ActorPool
-from actors.stream import run_rollout
+from actors.stream import pipeline_budget, run_rollout
 from actors.synthetic import SyntheticCritic, SyntheticSampler
 from core.problem_gen import generate_problems
 
@@ -103,7 +103,9 @@ def test_buffer_killed_mid_stage_rebuilds_from_lineage(synthetic_pools, tmp_path
 def test_load_ten_times_capacity_keeps_memory_flat(synthetic_pools, tmp_path, fault_log):
     samplers, critics = synthetic_pools
     fast_s = ActorPool(SyntheticSampler, 2, (0.0, 256, 4000), num_cpus=0.25)
-    fast_c = ActorPool(SyntheticCritic, 2, (0.0,), num_cpus=0.25)
+    # Critics slower than samplers: the backlog between them must stay bounded too
+    # (an unbounded one once burst into the buffer and locked out the consumer).
+    fast_c = ActorPool(SyntheticCritic, 2, (0.02,), num_cpus=0.25)
     capacity = 200
     problems = generate_problems(600, seed=13)  # 2400 items: 12x the capacity
     buf = Buffer.remote(str(tmp_path), capacity=capacity)
@@ -138,9 +140,20 @@ def test_load_ten_times_capacity_keeps_memory_flat(synthetic_pools, tmp_path, fa
 
     t = threading.Thread(target=slow_consumer)
     t.start()
-    run_rollout(problems, fast_s, fast_c, buf, SPEC, batch_prompts=8)
-    t.join(timeout=600)
-    stop.set()
+    backlog = {"now": 0, "max": 0}
+
+    def track(ev):  # batches sampled but not yet graded
+        backlog["now"] += 1 if ev["kind"] == "sample" else -1
+        backlog["max"] = max(backlog["max"], backlog["now"])
+
+    try:
+        run_rollout(problems, fast_s, fast_c, buf, SPEC, batch_prompts=8, per_actor_inflight=2,
+                    max_pending_puts=2, on_progress=track)
+        t.join(timeout=600)
+    finally:
+        stop.set()
+    budget = pipeline_budget(len(fast_s), len(fast_c), 2, 2)
+    assert backlog["max"] <= budget, f"sampler->critic backlog reached {backlog['max']} batches (budget {budget})"
     stats = ray.get(buf.stats.remote())
     assert stats["max_held"] <= capacity
     assert len(out["keys"]) == len(problems) * SPEC.n >= 10 * capacity

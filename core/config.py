@@ -58,7 +58,7 @@ class SamplingConfig(Section):
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(160, ge=1)
-    batch_prompts: int = Field(16, ge=1)  # prompts per sampler call (the streaming unit)
+    batch_prompts: int = Field(16, ge=1)  # prompts per sampler call at n (scaled to keep batch_prompts*n sequences per call)
     seed: int = 0
 
 

@@ -77,6 +77,12 @@ def _scan_jsonl(path: Path, report: LoadReport, strict: bool) -> list[tuple[int,
     return rows
 
 
+def check_source(path: str, key: str) -> None:
+    """Fail now, naming the config key, if `path` can be neither a local file nor a hub id."""
+    if path and not Path(path).exists() and (not _HUB_ID_RE.fullmatch(path) or path.endswith(_FILE_SUFFIXES)):
+        raise DataError(f"{key}: {path!r} is neither an existing file/directory nor a hub id (org/name)")
+
+
 def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[tuple[str, dict]]:
     """Yield (location, row). Location names the file and line (or split and row)."""
     path = spec.path
@@ -87,8 +93,7 @@ def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[
         for lineno, row in _scan_jsonl(p, report, strict):
             yield f"{p}:{lineno}", row
         return
-    if not p.exists() and (not _HUB_ID_RE.fullmatch(path) or path.endswith(_FILE_SUFFIXES)):
-        raise DataError(f"data: {path!r} is neither an existing file/directory nor a hub id (org/name)")
+    check_source(path, "data")
     import datasets
 
     try:

@@ -9,6 +9,7 @@ Ray itself; we check the single-machine case.
 from __future__ import annotations
 
 from core.config import Config, ConfigError
+from core.data import check_source
 
 # Ray accounts resources in units of 1e-4; sums of fractions (0.1 + 0.2) must not
 # read as more than the machine has because of float rounding.
@@ -66,3 +67,16 @@ def check_local_resources(cfg: Config, available: dict[str, float]) -> None:
                                 f"{available.get(res, 0):g} ({hint})")
     if problems:
         raise ConfigError("impossible resources on this local Ray:\n  " + "\n  ".join(problems))
+
+
+def check_data_sources(cfg: Config) -> None:
+    """Every dataset the run will read must exist before hours of training, not at eval."""
+    stages = set(cfg.run.stages)
+    sources = [("data.train.path", cfg.data.train), ("data.test.path", cfg.data.test)]
+    for key, spec in sources:
+        if spec.kind != "generated":
+            check_source(spec.path, key)
+    if "critic" in stages and cfg.critic.records_path:
+        check_source(cfg.critic.records_path, "critic.records_path")
+    if "eval" in stages and cfg.eval.mathusereval_path:
+        check_source(cfg.eval.mathusereval_path, "eval.mathusereval_path")

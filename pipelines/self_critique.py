@@ -18,6 +18,7 @@ import time
 from core.config import ConfigError, load_config
 from core.data import DataError
 from core.models import ModelError, resolve_model
+from pipelines.preflight import check_data_sources
 from pipelines.report import write_report
 from pipelines.run_dir import RunDir
 from pipelines.runtime import Runtime, init_ray
@@ -41,6 +42,7 @@ def run(cfg, command: str = "") -> dict:
     t0 = time.time()
     run_dir = RunDir(cfg.run.run_dir)
     (run_dir.root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    check_data_sources(cfg)
     init_ray(cfg)
     tracker = Tracker(run_dir.root, cfg.model_dump(), cfg.logging.wandb, cfg.logging.project, cfg.logging.run_name)
     rt = Runtime(cfg, run_dir, tracker, resolve_model(cfg.model.name))

@@ -48,6 +48,13 @@ def make_buffer(rt: Runtime, directory: Path, group_size: int | None, policy=Non
                                                       group_size, policy, enricher)
 
 
+def prompts_per_call(sampling, n: int) -> int:
+    """Keep each sampler call at `batch_prompts x sampling.n` sequences whatever this
+    rollout's n is: a greedy eval (n=1) would otherwise send the engine 8x smaller
+    batches, and a CPU engine's throughput falls with the batch."""
+    return max(1, sampling.batch_prompts * sampling.n // max(n, 1))
+
+
 def rollout_with_progress(rt: Runtime, stage: str, problems: list[Problem], buffer, spec, *,
                           critic_policy: str, policy_ckpt=None, judge_ckpt=None) -> RolloutReport:
     total = len(problems) * spec.n
@@ -62,7 +69,7 @@ def rollout_with_progress(rt: Runtime, stage: str, problems: list[Problem], buff
             rt.tracker.log({f"{stage}/sampler_tok_per_s": ev["tokens"] / max(ev["seconds"], 1e-9)})
 
     try:
-        rep = run_rollout(problems, samplers, critics, buffer, spec, rt.cfg.sampling.batch_prompts,
+        rep = run_rollout(problems, samplers, critics, buffer, spec, prompts_per_call(rt.cfg.sampling, spec.n),
                           policy_checkpoint=policy_ckpt, judge_checkpoint=judge_ckpt, on_progress=progress)
     finally:
         bar.close()

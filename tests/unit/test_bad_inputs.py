@@ -33,7 +33,7 @@ from core.config import ConfigError, DatasetSpec, load_config
 from core.data import DataError, load_problems
 from core.grading import parse_judge_output
 from core.models import ModelError, check_checkpoint_dir, resolve_model
-from pipelines.preflight import check_local_resources
+from pipelines.preflight import check_data_sources, check_local_resources
 from pipelines.stages import load_critique_records  # imports ray; nothing here starts it
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -790,6 +790,13 @@ def test_bad_resources_more_cpus_than_exist():
     cfg = cfg_with("resources.critics.num_cpus=4")
     clear_error(ConfigError, lambda: check_local_resources(cfg, {"CPU": 2.0}), "resources.critics[0]",
                 "CPU=4", "this machine has 2")
+
+
+@pytest.mark.parametrize("key", ["eval.mathusereval_path", "critic.records_path", "data.test.path"])
+def test_bad_data_source_fails_before_any_stage(key):
+    extra = ["data.test.kind=gsm8k"] if key == "data.test.path" else []
+    cfg = cfg_with(f"{key}=no/such/file.jsonl", *extra)
+    clear_error(DataError, lambda: check_data_sources(cfg), key, "'no/such/file.jsonl'", "neither an existing file")
 
 
 def test_bad_resources_custom_resource_missing():

@@ -72,6 +72,9 @@ class CriticConfig(Section):
     records_path: str = ""  # critique records (JSONL); bootstrapped when empty
     bootstrap_problems: int = Field(96, ge=1)
     bootstrap_samples: int = Field(4, ge=1)
+    # a weak base model is mostly wrong: cap wrong-answer critiques per prompt to keep the
+    # classes closer to balanced (and training shorter); None keeps them all
+    max_wrong_per_prompt: int | None = Field(None, ge=1)
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     accuracy_gate: float = Field(0.7, ge=0, le=1)
     on_gate_fail: Literal["stop", "use_rule"] = "stop"

@@ -175,7 +175,7 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
     return group, pairs
 
 
-def critique_policy(group: list[GradedSample], *, heldout: frozenset[str]):
+def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None):
     """Critic bootstrap: turn rule-labelled samples into critique targets.
 
     Held-out prompts produce no training data; they are kept in the lineage for
@@ -186,6 +186,7 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str]):
     from core.records import SFTExample
 
     out = []
+    wrong = 0
     problem = group[0].sample.problem
     for g in group:
         if problem.id in heldout:
@@ -195,7 +196,12 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str]):
             g.kept, g.keep_reason = False, f"rule grader undecided: {g.grade.reason}"
             continue
         extracted = extract_final_answer(g.sample.response)[0]
-        text = critique_text(extracted, problem.answer, g.grade.verdict == "correct")
+        right = g.grade.verdict == "correct"
+        if not right and max_wrong is not None and wrong >= max_wrong:
+            g.kept, g.keep_reason = False, f"over critic.max_wrong_per_prompt={max_wrong}"
+            continue
+        wrong += not right
+        text = critique_text(extracted, problem.answer, right)
         out.append(SFTExample(f"critique:{g.key}", judge_messages(problem, g.sample.response), text))
         g.kept, g.keep_reason = True, "critique target"
     if problem.id not in heldout:

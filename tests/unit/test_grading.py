@@ -312,3 +312,37 @@ def test_dpo_nothing_to_pair():
     assert _pairs([gs(0, 9), gs(1, 8)], min_gap=3) == []
     assert _pairs([gs(0, None), gs(1, None)], min_gap=0) == []
     assert _pairs([], min_gap=3) == []
+
+
+# ------------------------------------------------------------------ critic bootstrap targets
+
+
+def _critique(group, **kw):
+    from core.grading import critique_policy
+
+    annotated, out = critique_policy(group, **kw)
+    _check_all_decided(annotated)
+    return annotated, out
+
+
+def test_critique_targets_follow_rule_labels_plus_reference():
+    group = [gs(0, 9.0, "So 3 + 4 = 7. The answer is 7."), gs(1, 2.0, "3 + 4 = 8. The answer is 8.")]
+    _, out = _critique(group, heldout=frozenset())
+    assert [x.response.splitlines()[-1] for x in out] == ["Score: 9", "Score: 2", "Score: 9"]
+    assert "8 does not match the reference answer 7" in out[1].response
+    assert out[-1].key == "critique:p1#ref"  # the reference solution, a fully right response
+
+
+def test_critique_caps_wrong_answers_per_prompt():
+    group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
+    annotated, out = _critique(group, heldout=frozenset(), max_wrong=2)
+    scores = [x.response.splitlines()[-1] for x in out]
+    assert scores.count("Score: 2") == 2 and scores.count("Score: 9") == 2  # right answer + reference kept
+    capped = [g for g in annotated if g.kept is False]
+    assert [g.sample.sample_index for g in capped] == [2, 3]
+    assert all("max_wrong_per_prompt=2" in g.keep_reason for g in capped)
+
+
+def test_critique_heldout_prompt_gives_no_training_data():
+    annotated, out = _critique([gs(0, 9.0), gs(1, 2.0)], heldout=frozenset({"p1"}))
+    assert out == [] and all(g.keep_reason == "held out for critic evaluation" for g in annotated)

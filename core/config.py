@@ -144,6 +144,10 @@ class ResourcesConfig(Section):
     critics: PoolResources = Field(default_factory=PoolResources)
     learner_workers: int = Field(1, ge=1)
     learner_cpus: float = Field(1.0, ge=0)
+    # torch threads per learner worker. Ray pins a worker to OMP_NUM_THREADS=learner_cpus,
+    # so on a small machine where the samplers idle while the learner trains, the
+    # scheduling reservation and the threads used should differ. None = learner_cpus.
+    learner_threads: int | None = Field(None, ge=1)
     learner_gpus: float = Field(0.0, ge=0)
     learner_resources: dict[str, float] = Field(default_factory=dict)
     buffer_capacity: int = Field(256, ge=1)

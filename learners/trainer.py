@@ -52,6 +52,7 @@ class LearnJob:
     ref_mode: Literal["cached", "per_step"] = "cached"
     num_workers: int = 1
     cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = None
     gpus_per_worker: float = 0.0
     resources_per_worker: dict = field(default_factory=dict)
     seed: int = 0
@@ -146,6 +147,8 @@ def train_loop(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(job.seed + rank)
+    if job.threads_per_worker:
+        torch.set_num_threads(job.threads_per_worker)
     bf16 = job.bf16 and ds_engine.bf16_supported()
     tok = AutoTokenizer.from_pretrained(job.model_path)
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=torch.float32)

@@ -117,6 +117,10 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(20, ge=1)
     max_failures: int = Field(2, ge=0)
+    # Train while the rollout is still producing (streaming). On a machine where samplers
+    # and learners share a few CPU cores this only oversubscribes them (OpenMP threads of
+    # both spin against each other: measured 2-3x slower for both), so the CPU demo waits.
+    overlap_rollout: bool = True
 
 
 class EvalConfig(Section):

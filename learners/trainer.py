@@ -58,6 +58,7 @@ class LearnJob:
     seed: int = 0
     max_steps: int | None = None  # stop after this many micro-steps (benchmarks)
     take_timeout_s: float = 5.0
+    overlap_rollout: bool = True  # False: start once the rollout has closed the buffer
 
     @property
     def metrics_path(self) -> Path:
@@ -177,6 +178,9 @@ def train_loop(cfg: dict) -> None:
         fh.write(json.dumps({"rank": rank, "pid": os.getpid(), "resumed_at": state["micro"],
                              "time": time.time()}) + "\n")
 
+    if not job.overlap_rollout:
+        while not ray.get(job.buffer.stats.remote())["closed"]:
+            time.sleep(1.0)
     forward = _forward_sft if job.kind == "sft" else _forward_dpo
     placeholder = _placeholder(job)
     t_last, tok_window = time.perf_counter(), 0

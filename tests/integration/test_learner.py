@@ -73,6 +73,26 @@ def test_sft_lowers_loss_and_checkpoint_loads(ray_local, tiny_model, tmp_path):
     ray.kill(w)
 
 
+def test_no_overlap_learner_waits_for_the_rollout_to_close(ray_local, tiny_model, tmp_path):
+    """train.overlap_rollout=false (the 2-core demo): no step while the buffer is still open."""
+    buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
+    ray.get(buf.put_items.remote([ray.put(x) for x in sft_items(8)]))  # data there, rollout not finished
+    j = job(tmp_path, tiny_model, buf, epochs=1, overlap_rollout=False, threads_per_worker=2)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("summary", run_learner(j)))
+    t.start()
+    started = Path(j.storage_dir) / f"{j.name}-workers.jsonl"
+    deadline = time.time() + 300
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert started.exists(), "the learner worker never started"
+    time.sleep(5)
+    assert ray.get(buf.stats.remote())["acked"] == 0, "trained while the rollout was still open"
+    ray.get(buf.close.remote())
+    t.join(timeout=300)
+    assert out["summary"]["micro"] == 2 and ray.get(buf.stats.remote())["acked"] == 8
+
+
 def _pairs(n: int) -> list[Pair]:
     out = []
     for i in range(n):

@@ -1,8 +1,8 @@
 """The only module that knows vLLM's API.
 
 vLLM changes its interface between releases; everything else in the project talks
-to `Engine` (generate text from chat messages, switch checkpoints), so an upgrade
-touches this file alone. Chat templating is done here with the HF tokenizer, once
+to `Engine` or `AsyncEngine` (generate text from chat messages, switch checkpoints),
+so an upgrade touches this file alone. Chat templating is done here with the HF tokenizer, once
 per engine, and requests go in as token ids.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 
@@ -29,25 +30,29 @@ class SamplingSpec:
     max_new_tokens: int = 128
 
 
-class Engine:
-    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
-                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
-                 gpu: bool = False, cpu_threads_bind: str = "auto"):
+def _engine_kwargs(model_path: str, dtype: str, max_model_len: int, tensor_parallel_size: int, seed: int,
+                   kv_cache_gib: float, gpu: bool, cpu_threads_bind: str, max_num_seqs: int | None) -> dict:
+    from core.hardware import resolve_dtype
+
+    if not gpu:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(round(kv_cache_gib))))
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+    # Per-request seeds crash vLLM's CPU engine; we seed the engine instead.
+    # Eager on CPU: torch.compile there costs ~75 s more per engine start (even with its
+    # cache warm) for ~5% more tokens/s (bench/README.md).
+    kw = dict(model=model_path, dtype=resolve_dtype(dtype), max_model_len=max_model_len, seed=seed,
+              tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu)
+    return kw | ({"max_num_seqs": max_num_seqs} if max_num_seqs else {})
+
+
+class _ChatPrompts:
+    """Chat templating and per-request token budgets, shared by both engine kinds."""
+
+    def __init__(self, model_path: str, max_model_len: int):
         from transformers import AutoTokenizer
-        from vllm import LLM
 
-        from core.hardware import resolve_dtype
-
-        dtype = resolve_dtype(dtype)
-        if not gpu:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(round(kv_cache_gib))))
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_model_len = max_model_len
-        kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                      tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu)
-        # Per-request seeds crash vLLM's CPU engine; we seed the engine instead.
-        self.llm = LLM(**kwargs)
         self.model_path = model_path
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
@@ -56,11 +61,7 @@ class Engine:
             ids = ids["input_ids"]
         return list(ids)
 
-    def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
-        """n completions per conversation, in input order."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
+    def prepare(self, conversations: list[list[dict]], spec: SamplingSpec) -> tuple[list[list[int]], list[int]]:
         prompts, budgets = [], []
         for conv in conversations:
             ids = self.encode_chat(conv)
@@ -72,19 +73,49 @@ class Engine:
                 room = self.max_model_len - len(ids)
             prompts.append(ids)
             budgets.append(min(spec.max_new_tokens, room))
+        return prompts, budgets
+
+    @staticmethod
+    def params(spec: SamplingSpec, budget: int, final_only: bool = False):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        extra = {"output_kind": RequestOutputKind.FINAL_ONLY} if final_only else {}
+        return SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=budget, **extra)
+
+    @staticmethod
+    def completions(prompt_ids: list[int], outputs) -> list[Completion]:
+        ordered = sorted(outputs, key=lambda c: c.index)
+        return [Completion(prompt_ids, c.text, list(c.token_ids), str(c.finish_reason)) for c in ordered]
+
+
+class Engine(_ChatPrompts):
+    """Blocking engine: one call runs to completion before the next starts."""
+
+    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
+                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
+                 gpu: bool = False, cpu_threads_bind: str = "auto", max_num_seqs: int | None = None):
+        from vllm import LLM
+
+        super().__init__(model_path, max_model_len)
+        self.llm = LLM(**_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
+                                        kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs))
+
+    def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
+        """n completions per conversation, in input order."""
+        from vllm.inputs import TokensPrompt
+
+        prompts, budgets = self.prepare(conversations, spec)
         out: list[list[Completion]] = [None] * len(prompts)  # type: ignore[list-item]
         # Group by token budget so one SamplingParams serves each group.
         by_budget: dict[int, list[int]] = {}
         for i, b in enumerate(budgets):
             by_budget.setdefault(b, []).append(i)
         for budget, idxs in by_budget.items():
-            params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
-                                    max_tokens=budget)
             results = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in idxs],
-                                        params, use_tqdm=False)
+                                        self.params(spec, budget), use_tqdm=False)
             for i, res in zip(idxs, results):
-                out[i] = [Completion(prompts[i], c.text, list(c.token_ids), str(c.finish_reason))
-                          for c in res.outputs]
+                out[i] = self.completions(prompts[i], res.outputs)
         return out
 
     def load_weights(self, model_path: str) -> float:
@@ -93,3 +124,49 @@ class Engine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
         self.model_path = model_path
         return time.perf_counter() - t0
+
+
+class AsyncEngine(_ChatPrompts):
+    """Continuous batching across calls: requests from concurrent `generate` calls join
+    one running batch, so a call's slow tail overlaps the next call's work instead of
+    leaving the engine half idle (which a blocking engine does at every call's end)."""
+
+    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
+                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
+                 gpu: bool = False, cpu_threads_bind: str = "auto", max_num_seqs: int | None = None):
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        super().__init__(model_path, max_model_len)
+        args = AsyncEngineArgs(**_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
+                                                kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs),
+                               disable_log_stats=True)
+        self.llm = AsyncLLM.from_engine_args(args)
+
+    async def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
+        """n completions per conversation, in input order."""
+        import asyncio
+
+        from vllm.inputs import TokensPrompt
+
+        prompts, budgets = self.prepare(conversations, spec)
+
+        async def one(ids: list[int], budget: int) -> list[Completion]:
+            final = None
+            async for final in self.llm.generate(TokensPrompt(prompt_token_ids=ids),
+                                                 self.params(spec, budget, final_only=True),
+                                                 request_id=uuid.uuid4().hex):
+                pass
+            return self.completions(ids, final.outputs)
+
+        return list(await asyncio.gather(*(one(p, b) for p, b in zip(prompts, budgets))))
+
+    async def load_weights(self, model_path: str) -> float:
+        """Swap in a new checkpoint; the caller makes sure no request is running."""
+        t0 = time.perf_counter()
+        await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+        self.model_path = model_path
+        return time.perf_counter() - t0
+
+    def shutdown(self) -> None:
+        self.llm.shutdown()

@@ -30,7 +30,6 @@ class RolloutReport:
     graded: int = 0
     accepted: int = 0  # new in the buffer (duplicates of retried work excluded)
     tokens: int = 0
-    sampler_seconds: float = 0.0
     wall_seconds: float = 0.0
     retries: int = 0
     ungraded: int = 0
@@ -117,7 +116,6 @@ def run_rollout(problems: list[Problem], samplers: ActorPool, critics: ActorPool
             if kind == "sample":
                 report.samples += summary["samples"]
                 report.tokens += summary["tokens"]
-                report.sampler_seconds += summary["seconds"]
                 report.per_actor_tokens[summary["pid"]] = report.per_actor_tokens.get(summary["pid"], 0) + summary["tokens"]
                 dispatch_critic(bid, payload, extra)
             else:

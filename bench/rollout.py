@@ -3,12 +3,13 @@
 Same prompts and sampling settings for all three, on the embedded default model.
 Prints JSON and writes bench/results/rollout.json.
 
-    ./dev bench rollout [--prompts 16] [--n 8] [--max-new-tokens 96] [--batch-prompts 8] [--samplers 1]
+    ./dev bench rollout [--prompts 32] [--n 8] [--max-new-tokens 96] [--batch-prompts 16] [--samplers 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from common import machine, write_result
@@ -38,10 +39,15 @@ def bench_generate(model_path: str, convs: list, n: int, max_new: int, temperatu
     return {"tok_per_s": tokens / secs, "tokens": tokens, "seconds": secs, "batch": batch, "dtype": dtype}
 
 
-def bench_raw_engine(model_path: str, convs: list, spec) -> dict:
+def engine_settings(max_num_seqs: int | None) -> dict:
+    """The same engine settings for the pool's actors and the raw engine."""
+    return dict(max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1", max_num_seqs=max_num_seqs)
+
+
+def bench_raw_engine(model_path: str, convs: list, spec, max_num_seqs: int | None) -> dict:
     from actors.engine import Engine
 
-    eng = Engine(model_path, max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1")
+    eng = Engine(model_path, **engine_settings(max_num_seqs))
     eng.generate(convs[:2], spec)  # warm-up
     t0 = time.perf_counter()
     outs = eng.generate(convs, spec)
@@ -51,7 +57,8 @@ def bench_raw_engine(model_path: str, convs: list, spec) -> dict:
     return {"tok_per_s": tokens / secs, "tokens": tokens, "seconds": secs, "samples": sum(len(o) for o in outs)}
 
 
-def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_prompts: int) -> dict:
+def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_prompts: int,
+               max_num_seqs: int | None) -> dict:
     import tempfile
 
     import ray
@@ -67,7 +74,7 @@ def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_promp
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {
         k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "PYTHONPATH") if k in os.environ}})
-    eng = dict(max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1")
+    eng = engine_settings(max_num_seqs)
     pool = ActorPool(SamplerWorker, samplers, (model_path, "base", eng, ModelConfig().system_prompt), num_cpus=1)
     critics = ActorPool(CriticWorker, 1, ("rule", None, "base", eng), num_cpus=0.5)
     pool.wait_ready()
@@ -79,25 +86,25 @@ def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_promp
         rep = run_rollout(problems, pool, critics, buf, spec, batch_prompts)
         stats = ray.get(buf.stats.remote())
     ray.shutdown()
-    # tokens over the time spent inside sampler calls: the engine's own rate at the pool's
-    # batch size, which separates "smaller batches" from "streaming overhead"
     return {"tok_per_s": rep.tokens_per_s, "graded_per_s": rep.graded / rep.wall_seconds, "tokens": rep.tokens,
-            "engine_tok_per_s_inside_calls": rep.tokens / rep.sampler_seconds if rep.sampler_seconds else None,
             "graded": rep.graded, "seconds": rep.wall_seconds, "samplers": samplers, "accepted": stats["received"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    # Defaults: the CPU demo's sampling (n=8, 96 new tokens); two streamed calls of 64 sequences.
-    ap.add_argument("--prompts", type=int, default=16)
+    # Defaults: the CPU demo's sampling (n=8, 96 new tokens, 16 prompts a call); two calls of 128 sequences.
+    ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--samplers", type=int, default=1)
-    ap.add_argument("--batch-prompts", type=int, default=8)
+    ap.add_argument("--batch-prompts", type=int, default=16)
     ap.add_argument("--generate-batch", type=int, default=64)
+    ap.add_argument("--max-num-seqs", type=int, default=128, help="engine setting for pool and raw engine; 0 = vLLM's")
     ap.add_argument("--skip-fp32-generate", action="store_true",
                     help="only the bf16 generate baseline the issue names")
+    ap.add_argument("--pool-only", action="store_true",
+                    help="time the pool alone and print it (for tuning); writes no result file")
     args = ap.parse_args()
 
     from actors.engine import SamplingSpec
@@ -110,8 +117,12 @@ def main() -> None:
     problems = generate_problems(args.prompts, "train", (1, 2), 123)
     convs = [solver_messages(p, ModelConfig().system_prompt) for p in problems]
     spec = SamplingSpec(n=args.n, temperature=args.temperature, top_p=0.95, max_new_tokens=args.max_new_tokens)
-    pool = bench_pool(model, problems, spec, args.samplers, args.batch_prompts)
-    raw = bench_raw_engine(model, convs, spec)
+    mns = args.max_num_seqs or None
+    pool = bench_pool(model, problems, spec, args.samplers, args.batch_prompts, mns)
+    if args.pool_only:
+        print(json.dumps(pool, indent=2))
+        return
+    raw = bench_raw_engine(model, convs, spec, mns)
     gen = bench_generate(model, convs, args.n, args.max_new_tokens, args.temperature, args.generate_batch,
                          "bfloat16")
     # This CPU has no native bf16, so the bf16 baseline is slow; fp32 generate is the fairer one here.
@@ -126,7 +137,7 @@ def main() -> None:
         "ratio_vs_generate_fp32": gen32 and pool["tok_per_s"] / gen32["tok_per_s"],
         "settings": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens,
                      "temperature": args.temperature, "samplers": args.samplers,
-                     "batch_prompts": args.batch_prompts, "model": "SmolLM2-135M-Instruct (embedded)"},
+                     "batch_prompts": args.batch_prompts, "max_num_seqs": mns, "model": "SmolLM2-135M-Instruct (embedded)"},
         "pool": pool, "raw_engine": raw, "generate": gen, "generate_fp32": gen32, "machine": machine(),
     })
 

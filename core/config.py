@@ -75,6 +75,9 @@ class CriticConfig(Section):
     # a weak base model is mostly wrong: cap wrong-answer critiques per prompt to keep the
     # classes closer to balanced (and training shorter); None keeps them all
     max_wrong_per_prompt: int | None = Field(None, ge=1)
+    # also train on each reference solution with its final answer changed (a tidy wrong
+    # response), so the judge compares answers instead of judging by looks
+    hard_negatives: bool = True
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     accuracy_gate: float = Field(0.7, ge=0, le=1)
     on_gate_fail: Literal["stop", "use_rule"] = "stop"
@@ -139,6 +142,9 @@ class PoolResources(Section):
     kv_cache_gib: float = Field(1.0, gt=0)  # CPU engines only
     # CPU engines only: cores for vLLM's OpenMP threads ("auto" = vLLM's choice, or "0-1", ...)
     cpu_threads_bind: str = "auto"
+    # sequences the engine decodes at once (None = vLLM's default, 256 on CPU); on the
+    # 2-core machine 128 is faster than 256 (bench/README.md)
+    max_num_seqs: int | None = Field(None, ge=1)
 
 
 class ResourcesConfig(Section):

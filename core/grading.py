@@ -175,14 +175,15 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
     return group, pairs
 
 
-def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None):
+def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None,
+                    hard_negatives: bool = True):
     """Critic bootstrap: turn rule-labelled samples into critique targets.
 
     Held-out prompts produce no training data; they are kept in the lineage for
     measuring the trained critic's accuracy.
     """
     from core.answers import extract_final_answer
-    from core.prompts import critique_text, judge_messages
+    from core.prompts import critique_text, judge_messages, wrong_final_answer
     from core.records import SFTExample
 
     out = []
@@ -209,4 +210,8 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
         # classes when the base model is mostly wrong.
         out.append(SFTExample(f"critique:{problem.id}#ref", judge_messages(problem, problem.reference),
                               critique_text(problem.answer, problem.answer, True)))
+        wrong_ref = wrong_final_answer(problem.reference, problem.answer, problem.id) if hard_negatives else None
+        if wrong_ref:
+            out.append(SFTExample(f"critique:{problem.id}#wrong-ref", judge_messages(problem, wrong_ref),
+                                  critique_text(extract_final_answer(wrong_ref)[0], problem.answer, False)))
     return group, out

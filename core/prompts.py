@@ -36,9 +36,30 @@ def judge_messages(problem: Problem, response: str) -> list[dict]:
 
 
 def critique_text(extracted: str, reference: str, correct: bool) -> str:
-    """The critique target we train the judge to write (paper's score bands)."""
+    """The critique target we train the judge to write (paper's score bands).
+
+    Both answers are written out before the verdict, so the judge decides by comparing
+    two numbers it has just copied rather than by how the response looks.
+    """
     if not extracted:
-        return f"The response gives no final answer; the reference answer is {reference}.\nScore: 2"
-    if correct:
-        return f"The response's final answer {extracted} matches the reference answer {reference}.\nScore: 9"
-    return f"The response's final answer {extracted} does not match the reference answer {reference}.\nScore: 2"
+        return f"The response gives no final answer. The reference answer is {reference}.\nScore: 2"
+    verdict = "They match.\nScore: 9" if correct else "They differ.\nScore: 2"
+    return f"The response's final answer is {extracted}. The reference answer is {reference}. {verdict}"
+
+
+def wrong_final_answer(solution: str, answer: str, salt: str) -> str | None:
+    """The solution with its integer final answer changed everywhere it appears.
+
+    A well-formatted but wrong response: without such hard negatives the judge learns
+    that tidy responses (like every reference) are right, and untidy ones wrong.
+    None when the answer is not a plain integer.
+    """
+    import hashlib
+    import re
+
+    if not re.fullmatch(r"-?\d+", answer.strip()):
+        return None
+    delta = (1, -1, 2, 10)[hashlib.sha256(salt.encode()).digest()[0] % 4]
+    wrong = str(int(answer) + delta)
+    out, n = re.subn(rf"(?<![\d.]){re.escape(answer.strip())}(?!\.?\d)", wrong, solution)
+    return out if n else None

@@ -54,7 +54,8 @@ def init_ray(cfg: Config) -> None:
 def engine_kwargs(cfg: Config, pool: PoolResources) -> dict:
     return dict(dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                 tensor_parallel_size=pool.tensor_parallel_size, seed=cfg.run.seed,
-                kv_cache_gib=pool.kv_cache_gib, gpu=pool.num_gpus > 0, cpu_threads_bind=pool.cpu_threads_bind)
+                kv_cache_gib=pool.kv_cache_gib, gpu=pool.num_gpus > 0, cpu_threads_bind=pool.cpu_threads_bind,
+                max_num_seqs=pool.max_num_seqs)
 
 
 @dataclass

@@ -62,11 +62,17 @@ def rollout_with_progress(rt: Runtime, stage: str, problems: list[Problem], buff
     samplers = rt.samplers()
     critics = rt.critics(critic_policy)
 
+    # Calls overlap on an actor (continuous batching), so a call's own rate undercounts:
+    # report tokens generated so far over the time since sampling started.
+    sampled = {"tokens": 0, "t0": time.perf_counter()}
+
     def progress(ev: dict) -> None:
         if ev["kind"] == "grade":
             bar.update(ev["graded"])
         else:
-            rt.tracker.log({f"{stage}/sampler_tok_per_s": ev["tokens"] / max(ev["seconds"], 1e-9)})
+            sampled["tokens"] += ev["tokens"]
+            secs = time.perf_counter() - sampled["t0"]
+            rt.tracker.log({f"{stage}/sampler_tok_per_s": sampled["tokens"] / max(secs, 1e-9)})
 
     try:
         rep = run_rollout(problems, samplers, critics, buffer, spec, prompts_per_call(rt.cfg.sampling, spec.n),

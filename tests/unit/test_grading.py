@@ -327,15 +327,32 @@ def _critique(group, **kw):
 
 def test_critique_targets_follow_rule_labels_plus_reference():
     group = [gs(0, 9.0, "So 3 + 4 = 7. The answer is 7."), gs(1, 2.0, "3 + 4 = 8. The answer is 8.")]
-    _, out = _critique(group, heldout=frozenset())
+    _, out = _critique(group, heldout=frozenset(), hard_negatives=False)
     assert [x.response.splitlines()[-1] for x in out] == ["Score: 9", "Score: 2", "Score: 9"]
-    assert "8 does not match the reference answer 7" in out[1].response
+    assert "final answer is 8. The reference answer is 7. They differ." in out[1].response
+    assert "final answer is 7. The reference answer is 7. They match." in out[0].response
     assert out[-1].key == "critique:p1#ref"  # the reference solution, a fully right response
+
+
+def test_critique_hard_negative_is_the_reference_with_a_wrong_answer():
+    from core.prompts import wrong_final_answer
+
+    _, out = _critique([gs(0, 9.0)], heldout=frozenset())
+    hard = out[-1]
+    assert hard.key == "critique:p1#wrong-ref" and hard.response.endswith("They differ.\nScore: 2")
+    wrong = wrong_final_answer(PROBLEM.reference, PROBLEM.answer, PROBLEM.id)
+    assert wrong in hard.messages[-1]["content"] and wrong.split("=")[-1].strip() != "7"
+    # every occurrence of the answer changes, other numbers do not; non-integers are skipped
+    out = wrong_final_answer("17 + 7 = 7.5 or 7. The answer is 7.", "7", "s")
+    w = out.split()[-1].rstrip(".")
+    assert w != "7" and out == f"17 + {w} = 7.5 or {w}. The answer is {w}."
+    assert wrong_final_answer("x = 1/2", "1/2", "s") is None
+    assert wrong_final_answer("nothing here", "7", "s") is None
 
 
 def test_critique_caps_wrong_answers_per_prompt():
     group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
-    annotated, out = _critique(group, heldout=frozenset(), max_wrong=2)
+    annotated, out = _critique(group, heldout=frozenset(), max_wrong=2, hard_negatives=False)
     scores = [x.response.splitlines()[-1] for x in out]
     assert scores.count("Score: 2") == 2 and scores.count("Score: 9") == 2  # right answer + reference kept
     capped = [g for g in annotated if g.kept is False]

@@ -118,6 +118,10 @@ class Engine(_ChatPrompts):
                 out[i] = self.completions(prompts[i], res.outputs)
         return out
 
+    def shutdown(self) -> None:
+        """Stop the engine-core process now; left to garbage collection it can outlive its user."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def load_weights(self, model_path: str) -> float:
         """Swap in a new checkpoint of the same architecture; returns seconds taken."""
         t0 = time.perf_counter()

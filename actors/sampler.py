@@ -52,7 +52,7 @@ class SamplerWorker:
             self._active += 1
             version = self.version
         try:
-            t0 = time.perf_counter()
+            started, t0 = time.time(), time.perf_counter()
             outs = await self.engine.generate([solver_messages(p, self.system_prompt) for p in problems], spec)
             secs = time.perf_counter() - t0
         finally:
@@ -63,7 +63,8 @@ class SamplerWorker:
             for i, c in enumerate(comps)
         ]
         summary = {"samples": len(samples), "tokens": sum(len(s.token_ids) for s in samples),
-                   "seconds": secs, "pid": self.pid, "version": version}
+                   "seconds": secs, "started": started, "finished": started + secs, "pid": self.pid,
+                   "version": version}
         return summary, samples
 
     def ping(self) -> int:

@@ -93,6 +93,25 @@ def test_grouping_waits_for_all_n(pools, tmp_path):
     assert len(decisions) == len(problems) * SPEC.n  # every sample kept or rejected, with a reason
 
 
+def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, tiny_model):
+    samplers, _ = pools
+    actor = samplers.actors[1]
+    spec = SamplingSpec(n=4, temperature=1.0, max_new_tokens=48)
+    problems = generate_problems(6, seed=9)
+    # two calls in flight on one actor run together (continuous batching), not one after the other
+    x, y = [actor.generate.options(num_returns=2).remote(problems[i::2], spec)[0] for i in range(2)]
+    # a call that needs other weights waits for the running ones, and later calls run on the new weights
+    z = actor.generate.options(num_returns=2).remote(problems[:2], spec, (tiny_model, "v2"))[0]
+    w = actor.generate.options(num_returns=2).remote(problems[2:4], spec)[0]
+    sx, sy, sz, sw = ray.get([x, y, z, w])
+    try:
+        assert sy["started"] < sx["finished"] and sx["started"] < sy["finished"]
+        assert sx["version"] == sy["version"] == "base" and sz["version"] == sw["version"] == "v2"
+        assert sz["started"] >= max(sx["finished"], sy["finished"])
+    finally:
+        ray.get(actor.ensure_checkpoint.remote(tiny_model, "base"))
+
+
 def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path, fault_log):
     samplers, critics = pools
     problems = generate_problems(16, seed=7)

@@ -78,6 +78,9 @@ class CriticConfig(Section):
     # also train on each reference solution with its final answer changed (a tidy wrong
     # response), so the judge compares answers instead of judging by looks
     hard_negatives: bool = True
+    # repeat each training prompt's reference critique until right and wrong targets are
+    # equal in number (a mostly-wrong base model otherwise teaches "always wrong")
+    balance_classes: bool = False
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     accuracy_gate: float = Field(0.7, ge=0, le=1)
     on_gate_fail: Literal["stop", "use_rule"] = "stop"

@@ -176,7 +176,7 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
 
 
 def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None,
-                    hard_negatives: bool = True):
+                    hard_negatives: bool = True, balance: bool = False):
     """Critic bootstrap: turn rule-labelled samples into critique targets.
 
     Held-out prompts produce no training data; they are kept in the lineage for
@@ -214,4 +214,11 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
         if wrong_ref:
             out.append(SFTExample(f"critique:{problem.id}#wrong-ref", judge_messages(problem, wrong_ref),
                                   critique_text(extract_final_answer(wrong_ref)[0], problem.answer, False)))
+        if balance:
+            # Repeat the reference until right and wrong targets are equal in number: with
+            # ~80% wrong targets the judge learned to call everything wrong (docs/cpu-demo-report.md).
+            n_right = sum(x.response.endswith("Score: 9") for x in out)
+            ref = out[-2] if wrong_ref else out[-1]
+            out += [SFTExample(f"{ref.key}-{i}", ref.messages, ref.response)
+                    for i in range(1, len(out) - 2 * n_right + 1)]
     return group, out

@@ -145,7 +145,7 @@ def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
     else:
         buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
                              functools.partial(critique_policy, heldout=heldout, max_wrong=c.max_wrong_per_prompt,
-                                                   hard_negatives=c.hard_negatives))
+                                                   hard_negatives=c.hard_negatives, balance=c.balance_classes))
         todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
     job = make_job(rt, "critic", "sft", rt.model_path, buffer, c.lr, c.epochs)
     spec = rt.sampling(n=c.bootstrap_samples)

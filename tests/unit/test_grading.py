@@ -350,6 +350,16 @@ def test_critique_hard_negative_is_the_reference_with_a_wrong_answer():
     assert wrong_final_answer("nothing here", "7", "s") is None
 
 
+def test_critique_balance_repeats_the_reference_until_classes_are_equal():
+    group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
+    _, out = _critique(group, heldout=frozenset(), balance=True)
+    scores = [x.response.splitlines()[-1] for x in out]
+    assert scores.count("Score: 9") == scores.count("Score: 2") == 5  # 4 wrong + the hard negative
+    assert len({x.key for x in out}) == len(out)  # copies get their own keys
+    _, plain = _critique(group, heldout=frozenset())
+    assert [x.response.splitlines()[-1] for x in plain].count("Score: 9") == 2
+
+
 def test_critique_caps_wrong_answers_per_prompt():
     group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
     annotated, out = _critique(group, heldout=frozenset(), max_wrong=2, hard_negatives=False)

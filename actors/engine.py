@@ -45,15 +45,22 @@ def _engine_kwargs(model_path: str, dtype: str, max_model_len: int, tensor_paral
     return kw | ({"max_num_seqs": max_num_seqs} if max_num_seqs else {})
 
 
-class _ChatPrompts:
-    """Chat templating and per-request token budgets, shared by both engine kinds."""
+class _EngineBase:
+    """Engine settings, chat templating and per-request token budgets, shared by both engine kinds."""
 
-    def __init__(self, model_path: str, max_model_len: int):
+    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
+                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
+                 gpu: bool = False, cpu_threads_bind: str = "auto", max_num_seqs: int | None = None):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_model_len = max_model_len
         self.model_path = model_path
+        self.llm = self._start(_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
+                                              kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs))
+
+    def _start(self, vllm_kwargs: dict):
+        raise NotImplementedError
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -89,17 +96,13 @@ class _ChatPrompts:
         return [Completion(prompt_ids, c.text, list(c.token_ids), str(c.finish_reason)) for c in ordered]
 
 
-class Engine(_ChatPrompts):
+class Engine(_EngineBase):
     """Blocking engine: one call runs to completion before the next starts."""
 
-    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
-                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
-                 gpu: bool = False, cpu_threads_bind: str = "auto", max_num_seqs: int | None = None):
+    def _start(self, vllm_kwargs: dict):
         from vllm import LLM
 
-        super().__init__(model_path, max_model_len)
-        self.llm = LLM(**_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
-                                        kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs))
+        return LLM(**vllm_kwargs)
 
     def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
         """n completions per conversation, in input order."""
@@ -130,22 +133,16 @@ class Engine(_ChatPrompts):
         return time.perf_counter() - t0
 
 
-class AsyncEngine(_ChatPrompts):
+class AsyncEngine(_EngineBase):
     """Continuous batching across calls: requests from concurrent `generate` calls join
     one running batch, so a call's slow tail overlaps the next call's work instead of
     leaving the engine half idle (which a blocking engine does at every call's end)."""
 
-    def __init__(self, model_path: str, *, dtype: str = "auto", max_model_len: int = 768,
-                 tensor_parallel_size: int = 1, seed: int = 0, kv_cache_gib: float = 1.0,
-                 gpu: bool = False, cpu_threads_bind: str = "auto", max_num_seqs: int | None = None):
+    def _start(self, vllm_kwargs: dict):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        super().__init__(model_path, max_model_len)
-        args = AsyncEngineArgs(**_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
-                                                kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs),
-                               disable_log_stats=True)
-        self.llm = AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_kwargs, disable_log_stats=True))
 
     async def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
         """n completions per conversation, in input order."""
@@ -171,6 +168,3 @@ class AsyncEngine(_ChatPrompts):
         await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
         self.model_path = model_path
         return time.perf_counter() - t0
-
-    def shutdown(self) -> None:
-        self.llm.shutdown()

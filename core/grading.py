@@ -208,8 +208,9 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
     if problem.id not in heldout:
         # The reference solution itself is a fully right response: it balances the
         # classes when the base model is mostly wrong.
-        out.append(SFTExample(f"critique:{problem.id}#ref", judge_messages(problem, problem.reference),
-                              critique_text(problem.answer, problem.answer, True)))
+        ref = SFTExample(f"critique:{problem.id}#ref", judge_messages(problem, problem.reference),
+                         critique_text(problem.answer, problem.answer, True))
+        out.append(ref)
         wrong_ref = wrong_final_answer(problem.reference, problem.answer, problem.id) if hard_negatives else None
         if wrong_ref:
             out.append(SFTExample(f"critique:{problem.id}#wrong-ref", judge_messages(problem, wrong_ref),
@@ -218,7 +219,6 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
             # Repeat the reference until right and wrong targets are equal in number: with
             # ~80% wrong targets the judge learned to call everything wrong (docs/cpu-demo-report.md).
             n_right = sum(x.response.endswith("Score: 9") for x in out)
-            ref = out[-2] if wrong_ref else out[-1]
             out += [SFTExample(f"{ref.key}-{i}", ref.messages, ref.response)
                     for i in range(1, len(out) - 2 * n_right + 1)]
     return group, out

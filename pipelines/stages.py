@@ -32,7 +32,8 @@ def make_job(rt: Runtime, stage: str, kind: str, model_path: str, buffer, lr: fl
                     micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum, zero_stage=t.zero_stage,
                     bf16=t.bf16, gradient_checkpointing=t.gradient_checkpointing, max_len=t.max_len,
                     warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, checkpoint_every=t.checkpoint_every,
-                    max_failures=t.max_failures, overlap_rollout=t.overlap_rollout, num_workers=r.learner_workers, cpus_per_worker=r.learner_cpus,
+                    max_failures=t.max_failures, overlap_rollout=t.overlap_rollout,
+                    num_workers=r.learner_workers, cpus_per_worker=r.learner_cpus,
                     threads_per_worker=r.learner_threads,
                     gpus_per_worker=r.learner_gpus, resources_per_worker=r.learner_resources, seed=rt.cfg.run.seed,
                     **extra)

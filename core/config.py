@@ -81,6 +81,10 @@ class CriticConfig(Section):
     # repeat each training prompt's reference critique until right and wrong targets are
     # equal in number (a mostly-wrong base model otherwise teaches "always wrong")
     balance_classes: bool = False
+    # also train on each sampled response with its final answer changed so the verdict
+    # flips (a wrong one given the reference's answer, a right one a nearby number): pairs
+    # that differ only in the answer teach the comparison itself, and balance the classes
+    counterfactual_answers: bool = True
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     accuracy_gate: float = Field(0.7, ge=0, le=1)
     on_gate_fail: Literal["stop", "use_rule"] = "stop"
@@ -134,6 +138,9 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(160, ge=1)
     mathusereval_path: str = ""  # optional MathUserEval-style set scored by the critic
     mathusereval_limit: int = Field(40, ge=1)
+    # also judge every eval response (base, RFT and DPO, rule-labelled) with the trained
+    # critic: a far larger and less lopsided held-out set than the critic stage's own
+    critic_on_eval: bool = True
 
 
 class PoolResources(Section):

@@ -176,7 +176,7 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
 
 
 def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None,
-                    hard_negatives: bool = True, balance: bool = False):
+                    hard_negatives: bool = True, balance: bool = False, counterfactual: bool = False):
     """Critic bootstrap: turn rule-labelled samples into critique targets.
 
     Held-out prompts produce no training data; they are kept in the lineage for
@@ -205,6 +205,8 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
         text = critique_text(extracted, problem.answer, right)
         out.append(SFTExample(f"critique:{g.key}", judge_messages(problem, g.sample.response), text))
         g.kept, g.keep_reason = True, "critique target"
+        if counterfactual and extracted:
+            out.extend(_counterfactual_critique(g, extracted, right))
     if problem.id not in heldout:
         # The reference solution itself is a fully right response: it balances the
         # classes when the base model is mostly wrong.
@@ -222,3 +224,30 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
             out += [SFTExample(f"{ref.key}-{i}", ref.messages, ref.response)
                     for i in range(1, len(out) - 2 * n_right + 1)]
     return group, out
+
+
+def _counterfactual_critique(g: GradedSample, extracted: str, right: bool) -> list:
+    """The same response with its final answer changed so that the verdict flips.
+
+    A wrong response gets the reference answer everywhere its own stood (now right); a
+    right one gets a nearby wrong number as its last answer only (now wrong, though the
+    reference's number still appears in its work). The reference stays the true one, so
+    labels stay truthful, and the only thing that tells the pair apart is the final answer
+    against the reference. Without this the 135M judge learned the class prior. Shortcuts
+    it took from looser versions (docs/cpu-demo-report.md): "a reference that fits the
+    question means they differ" when the reference was changed instead, and "the
+    reference's number appears somewhere, so they match" when every occurrence was changed.
+    """
+    from core.answers import extract_final_answer
+    from core.prompts import critique_text, judge_messages, replace_final_answer, shifted_integer
+    from core.records import SFTExample
+
+    problem = g.sample.problem
+    new = shifted_integer(extracted, g.key) if right else problem.answer.strip()
+    if not new or new == extracted:  # the rule grader disagreed with plain extraction: no clean flip
+        return []
+    text = replace_final_answer(g.sample.response, extracted, new, last_only=right)
+    if not text or extract_final_answer(text)[0] != new:
+        return []
+    return [SFTExample(f"critique:{g.key}#cf", judge_messages(problem, text),
+                       critique_text(new, problem.answer, not right))]

@@ -9,10 +9,9 @@ from __future__ import annotations
 from core.records import Problem
 
 JUDGE_SYSTEM = (
-    "You are Math-Critique. Compare the response's final answer with the reference "
-    "answer, write a one-sentence analysis, then a last line 'Score: N' with N from 1 "
-    "to 10 (1-2 wrong, 3-5 flawed, 6-8 right with issues, 9-10 fully right)."
-)
+    "You are Math-Critique. Compare the response's final answer with the reference answer "
+    "in one sentence, then end with 'Score: N' (1-10; 1-2 wrong, 9-10 fully right)."
+)  # short on purpose: every judge training example carries it, and CPU training time is per token
 MAX_JUDGED_RESPONSE_CHARS = 1500  # the judge sees the tail, where the answer is
 
 
@@ -48,18 +47,38 @@ def critique_text(extracted: str, reference: str, correct: bool) -> str:
 
 
 def wrong_final_answer(solution: str, answer: str, salt: str) -> str | None:
-    """The solution with its integer final answer changed everywhere it appears.
+    """The solution with its integer final answer (its last occurrence) changed.
 
-    A well-formatted but wrong response: without such hard negatives the judge learns
-    that tidy responses (like every reference) are right, and untidy ones wrong.
-    None when the answer is not a plain integer.
+    Right work with a wrong final answer: without such hard negatives the judge learns
+    that tidy responses (like every reference) are right, or that a response that
+    mentions the reference's number is right. None when the answer is not a plain integer.
     """
+    wrong = shifted_integer(answer, salt)
+    return None if wrong is None else replace_final_answer(solution, answer, wrong, last_only=True)
+
+
+def replace_final_answer(text: str, old: str, new: str, last_only: bool = False) -> str | None:
+    """`text` with the standalone number `old` made `new` (17 and 7.5 stay when 7
+    changes): every occurrence, or the last only. None when `old` is not a number or
+    never appears."""
+    import re
+
+    old = old.strip()
+    if not re.fullmatch(r"-?\d+(\.\d+)?", old):
+        return None
+    hits = list(re.finditer(rf"(?<![\d.]){re.escape(old)}(?!\.?\d)", text))
+    if not hits:
+        return None
+    for m in reversed(hits[-1:] if last_only else hits):
+        text = text[:m.start()] + new + text[m.end():]
+    return text
+
+
+def shifted_integer(answer: str, salt: str) -> str | None:
+    """A nearby wrong integer (deterministic per salt); None when the answer is not an integer."""
     import hashlib
     import re
 
     if not re.fullmatch(r"-?\d+", answer.strip()):
         return None
-    delta = (1, -1, 2, 10)[hashlib.sha256(salt.encode()).digest()[0] % 4]
-    wrong = str(int(answer) + delta)
-    out, n = re.subn(rf"(?<![\d.]){re.escape(answer.strip())}(?!\.?\d)", wrong, solution)
-    return out if n else None
+    return str(int(answer) + (1, -1, 2, 10)[hashlib.sha256(salt.encode()).digest()[0] % 4])

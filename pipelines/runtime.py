@@ -46,9 +46,21 @@ def init_ray(cfg: Config) -> None:
     else:
         env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
         # A local head binds to loopback only; the dashboard stays off unless asked for.
-        ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
+        ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False,
+                 runtime_env={"env_vars": env, "worker_process_setup_hook": "pipelines.runtime.quiet_without_dashboard"},
                  _node_ip_address="127.0.0.1")
         check_local_resources(cfg, ray.cluster_resources())
+
+
+def quiet_without_dashboard() -> None:
+    """Runs in every worker of a dashboard-less local head.
+
+    Ray Train's placement-group cleaner asks the State API (served by the dashboard)
+    whether the controller lives, and without a dashboard it logs a warning every
+    second, burying the driver's progress bars. Without the State API it can never act
+    anyway; a local head's placement groups end with the head.
+    """
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def engine_kwargs(cfg: Config, pool: PoolResources) -> dict:

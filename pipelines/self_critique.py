@@ -96,7 +96,8 @@ def run(cfg, command: str = "") -> dict:
         report = write_report(run_dir, command, machine_description())
         ev = (run_dir.done("eval") or {}).get("metrics", {})
         summary = {"accuracy": ev.get("accuracy"), "n_eval": ev.get("n_eval"),
-                   "critic_accuracy": ev.get("critic_accuracy"), "minutes": round(minutes, 2),
+                   "critic_accuracy": ev.get("critic_accuracy"), "critic_on_eval": ev.get("critic_on_eval"),
+                   "minutes": round(minutes, 2),
                    "report": str(report), "run_dir": str(run_dir.root)}
         (run_dir.root / "summary.json").write_text(json.dumps(summary, indent=2))
         tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})

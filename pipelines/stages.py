@@ -146,7 +146,8 @@ def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
     else:
         buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
                              functools.partial(critique_policy, heldout=heldout, max_wrong=c.max_wrong_per_prompt,
-                                                   hard_negatives=c.hard_negatives, balance=c.balance_classes))
+                                                   hard_negatives=c.hard_negatives, balance=c.balance_classes,
+                                                   counterfactual=c.counterfactual_answers))
         todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
     job = make_job(rt, "critic", "sft", rt.model_path, buffer, c.lr, c.epochs)
     spec = rt.sampling(n=c.bootstrap_samples)
@@ -252,7 +253,7 @@ def greedy_accuracy(rt: Runtime, label: str, ckpt: tuple[str, str], problems: li
         by_cat.setdefault(g.sample.problem.category or "all", []).append(g.grade.verdict == "correct")
     ray.kill(buffer)
     return {"accuracy": sum(sum(v) for v in by_cat.values()) / max(len(graded), 1), "n": len(graded),
-            "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}}
+            "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}, "graded": graded}
 
 
 def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, problems: list[Problem]) -> dict:
@@ -278,11 +279,17 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
     cfg = rt.cfg
     problems = rt.problems("test")[: cfg.eval.problems]
     results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems)}
+    responses = []
     for label, ckpt in models.items():
         r = greedy_accuracy(rt, label, ckpt, problems)
         results["accuracy"][label] = r["accuracy"]
         results["by_category"][label] = r["by_category"]
+        responses += r["graded"]
         rt.tracker.log({f"eval/accuracy_{label}": r["accuracy"]})
+    if cfg.eval.critic_on_eval and judge_ckpt is not None:
+        acc = critic_accuracy(rt, responses, judge_ckpt)
+        results["critic_on_eval"] = acc
+        rt.tracker.log({f"eval/{k}": v for k, v in acc.items() if v is not None})
     if cfg.eval.mathusereval_path and judge_ckpt is not None:
         from core.config import DatasetSpec
         from core.data import load_problems

@@ -76,10 +76,12 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
     # the report and its plots
     report = (run_dir / "report.md").read_text()
     assert "| dpo |" in report and (run_dir / "plots" / "accuracy.png").exists()
+    # the trained critic also judged the eval responses of all three stages
+    assert 0 < summary["critic_on_eval"]["critic_n"] <= 3 * 12 and "on the eval stage's" in report
     # the offline W&B run holds the per-stage metrics
     runs = list((run_dir / "wandb").rglob("*.wandb"))
     assert runs, "no offline W&B run files"
     blob = b"".join(p.read_bytes() for p in runs)
     for key in (b"critic/train/loss", b"rft/train/loss", b"dpo/train/reward_margin", b"eval/accuracy_dpo",
-                b"rft/buffer/depth", b"rft/sampler_tok_per_s"):
+                b"rft/buffer/depth", b"rft/sampler_tok_per_s", b"eval/critic_accuracy"):
         assert key in blob, key

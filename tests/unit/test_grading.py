@@ -335,17 +335,20 @@ def test_critique_targets_follow_rule_labels_plus_reference():
 
 
 def test_critique_hard_negative_is_the_reference_with_a_wrong_answer():
-    from core.prompts import wrong_final_answer
+    from core.prompts import replace_final_answer, wrong_final_answer
 
     _, out = _critique([gs(0, 9.0)], heldout=frozenset())
     hard = out[-1]
     assert hard.key == "critique:p1#wrong-ref" and hard.response.endswith("They differ.\nScore: 2")
     wrong = wrong_final_answer(PROBLEM.reference, PROBLEM.answer, PROBLEM.id)
     assert wrong in hard.messages[-1]["content"] and wrong.split("=")[-1].strip() != "7"
-    # every occurrence of the answer changes, other numbers do not; non-integers are skipped
+    # the last occurrence of the answer changes (right work, wrong final answer); non-integers are skipped
     out = wrong_final_answer("17 + 7 = 7.5 or 7. The answer is 7.", "7", "s")
     w = out.split()[-1].rstrip(".")
-    assert w != "7" and out == f"17 + {w} = 7.5 or {w}. The answer is {w}."
+    assert w != "7" and out == f"17 + 7 = 7.5 or 7. The answer is {w}."
+    # replace_final_answer changes every standalone occurrence unless told otherwise
+    assert replace_final_answer("17 + 7 = 7.5 or 7.", "7", "9") == "17 + 9 = 7.5 or 9."
+    assert replace_final_answer("x", "7", "9") is None and replace_final_answer("7", "seven", "9") is None
     assert wrong_final_answer("x = 1/2", "1/2", "s") is None
     assert wrong_final_answer("nothing here", "7", "s") is None
 
@@ -358,6 +361,36 @@ def test_critique_balance_repeats_the_reference_until_classes_are_equal():
     assert len({x.key for x in out}) == len(out)  # copies get their own keys
     _, plain = _critique(group, heldout=frozenset())
     assert [x.response.splitlines()[-1] for x in plain].count("Score: 9") == 2
+
+
+def test_critique_counterfactual_answer_flips_the_verdict():
+    right = gs(0, 9.0, "3 + 4 = 7. So Tom has 7 apples. The answer is 7.")
+    wrong = gs(1, 2.0, "3 + 4 = 8. So Tom has 8 apples, not 17. The answer is 8.")
+    blank = gs(2, 2.0, "I am not sure.")
+    _, out = _critique([right, wrong, blank], heldout=frozenset(), hard_negatives=False, counterfactual=True)
+    by_key = {x.key: x for x in out}
+    assert set(by_key) == {"critique:p1#0", "critique:p1#0#cf", "critique:p1#1", "critique:p1#1#cf",
+                           "critique:p1#2", "critique:p1#ref"}  # no counterfactual without a final answer
+    # the wrong response with the reference's answer in place of its own: now right, same true reference
+    cf = by_key["critique:p1#1#cf"]
+    assert "Response: 3 + 4 = 7. So Tom has 7 apples, not 17. The answer is 7." in cf.messages[-1]["content"]
+    assert "Reference answer: 7" in cf.messages[-1]["content"]
+    assert cf.response == "The response's final answer is 7. The reference answer is 7. They match.\nScore: 9"
+    # the right response with a nearby wrong number as its last answer only: now wrong,
+    # although the reference's number still appears in its work
+    cf = by_key["critique:p1#0#cf"]
+    fake = cf.response.split("final answer is ")[1].split(".")[0]
+    assert fake != "7" and f"3 + 4 = 7. So Tom has 7 apples. The answer is {fake}." in cf.messages[-1]["content"]
+    assert cf.response.endswith("The reference answer is 7. They differ.\nScore: 2")
+    _, plain = _critique([right, wrong, blank], heldout=frozenset(), hard_negatives=False)
+    assert not any(x.key.endswith("#cf") for x in plain)
+
+
+def test_critique_counterfactual_skipped_when_the_rule_label_disagrees_with_extraction():
+    # labelled wrong although its last number is the reference's: flipping it would repeat it as right
+    odd = gs(0, 2.0, "3 + 4 = 7 apples, which is 7.")
+    _, out = _critique([odd], heldout=frozenset(), hard_negatives=False, counterfactual=True)
+    assert [x.key for x in out] == ["critique:p1#0", "critique:p1#ref"]
 
 
 def test_critique_caps_wrong_answers_per_prompt():

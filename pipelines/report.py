@@ -88,7 +88,7 @@ def write_report(run: RunDir, command: str = "", machine: str = "") -> Path:
                   f"- ungraded judge outputs: {crit.get('critic_ungraded', 'n/a')}", ""]
     on_eval = ev.get("critic_on_eval") or {}
     if on_eval.get("critic_n"):
-        lines += [f"- on the eval stage's {on_eval['critic_n']} greedy responses (every stage; "
+        lines += [f"- on {on_eval['critic_n']} of the eval stage's greedy responses (spread over the stages; "
                   f"{on_eval['critic_n_correct_label']} right by the rule): accuracy "
                   f"{on_eval['critic_accuracy']:.3f}, balanced {on_eval['critic_balanced_accuracy']:.3f}", ""]
     for s in ("rft", "dpo"):

@@ -286,8 +286,9 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
         results["by_category"][label] = r["by_category"]
         responses += r["graded"]
         rt.tracker.log({f"eval/accuracy_{label}": r["accuracy"]})
-    if cfg.eval.critic_on_eval and judge_ckpt is not None:
-        acc = critic_accuracy(rt, responses, judge_ckpt)
+    n = cfg.eval.critic_on_eval
+    if n and judge_ckpt is not None and responses:
+        acc = critic_accuracy(rt, responses[::max(1, len(responses) // n)][:n], judge_ckpt)
         results["critic_on_eval"] = acc
         rt.tracker.log({f"eval/{k}": v for k, v in acc.items() if v is not None})
     if cfg.eval.mathusereval_path and judge_ckpt is not None:

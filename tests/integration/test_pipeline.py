@@ -77,7 +77,7 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
     report = (run_dir / "report.md").read_text()
     assert "| dpo |" in report and (run_dir / "plots" / "accuracy.png").exists()
     # the trained critic also judged the eval responses of all three stages
-    assert 0 < summary["critic_on_eval"]["critic_n"] <= 3 * 12 and "on the eval stage's" in report
+    assert 0 < summary["critic_on_eval"]["critic_n"] <= 3 * 12 and "of the eval stage's greedy responses" in report
     # the offline W&B run holds the per-stage metrics
     runs = list((run_dir / "wandb").rglob("*.wandb"))
     assert runs, "no offline W&B run files"

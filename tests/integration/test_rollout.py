@@ -23,7 +23,8 @@ from core.problem_gen import generate_problems
 pytestmark = pytest.mark.integration
 
 ENGINE = dict(max_model_len=384, kv_cache_gib=1.0)
-SPEC = SamplingSpec(n=3, temperature=1.0, max_new_tokens=16)
+# top-p < 1 runs our CPU top-p plugin (actors/vllm_cpu_top_p.py) inside the engines
+SPEC = SamplingSpec(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""The only module that knows vLLM's API.
+"""The only module that calls vLLM's API.
 
 vLLM changes its interface between releases; everything else in the project talks
 to `Engine` or `AsyncEngine` (generate text from chat messages, switch checkpoints),
-so an upgrade touches this file alone. Chat templating is done here with the HF tokenizer, once
-per engine, and requests go in as token ids.
+so an upgrade touches this file (and `vllm_cpu_top_p.py`, a plugin that vLLM loads
+into its own processes and that reaches into its CPU sampler). Chat templating is
+done here with the HF tokenizer, once per engine, and requests go in as token ids.
 """
 
 from __future__ import annotations

@@ -1,18 +1,22 @@
 """Top-p (nucleus) masking without sorting the vocabulary, for vLLM's CPU sampler.
 
 vLLM's CPU sampler finds each row's nucleus by sorting the whole vocabulary. For
-SmolLM2 (49,152 tokens) and 128 sequences that sort took ~280 ms of a ~650 ms decode
-step on this project's 2-core CI machine: top-p 0.95 ran at 157 tokens/s against 259 with top-p off
-(bench/README.md). The nucleus is almost always a few dozen tokens, so a `topk` of a
-few hundred holds it; rows whose nucleus is wider fall back to vLLM's own sort.
+SmolLM2 (49,152 tokens) and 128 sequences that sort took ~280 ms of a ~800 ms decode
+step on this project's 2-core CI machine: top-p 0.95 ran at 157 tokens/s against 259 with
+top-p off (bench/README.md). A nucleus is usually far smaller than the vocabulary, so a
+`topk` of a few hundred holds it; rows whose nucleus is wider fall back to vLLM's own sort.
 
 The kept set is vLLM's: a token stays when the probability mass of the tokens ranked
 above it is below p (so the top token always stays). Only ties at the cut and float
-rounding at the boundary can differ. Rows with p >= 1 are left alone.
+rounding at the boundary can differ. Rows with p >= 1 lose only tokens of probability 0,
+as in vLLM's version.
 
 Loaded into every vLLM process (engine core and workers) as a vLLM general plugin
-(entry point `vllm.general_plugins` in pyproject.toml). It changes nothing on GPUs,
-where vLLM samples with its own kernels.
+(entry point `vllm.general_plugins` in pyproject.toml), so it applies to any vLLM run in
+an environment where this project is installed. It changes nothing on GPUs, where vLLM
+samples with its own kernels. To run vLLM's own sort instead, set `VLLM_PLUGINS` to a
+list that leaves out `selfcritique_cpu_top_p` (`VLLM_PLUGINS=none` loads no plugin);
+bench/rollout.py does that to measure both.
 """
 
 from __future__ import annotations

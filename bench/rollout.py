@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from common import machine, write_result
@@ -44,10 +45,20 @@ def engine_settings(max_num_seqs: int | None) -> dict:
     return dict(max_model_len=768, kv_cache_gib=2, cpu_threads_bind="0-1", max_num_seqs=max_num_seqs)
 
 
-def bench_raw_engine(model_path: str, convs: list, spec, max_num_seqs: int | None) -> dict:
+def bench_raw_engine(model_path: str, convs: list, spec, max_num_seqs: int | None, top_p_plugin: bool = True) -> dict:
+    """`top_p_plugin=False` runs vLLM's own sort-based top-p (our vLLM plugin not loaded)."""
     from actors.engine import Engine
 
-    eng = Engine(model_path, **engine_settings(max_num_seqs))
+    # The engine's processes start now and read VLLM_PLUGINS once; "none" names no plugin.
+    saved = os.environ.pop("VLLM_PLUGINS", None)
+    if not top_p_plugin:
+        os.environ["VLLM_PLUGINS"] = "none"
+    try:
+        eng = Engine(model_path, **engine_settings(max_num_seqs))
+    finally:
+        os.environ.pop("VLLM_PLUGINS", None)
+        if saved is not None:
+            os.environ["VLLM_PLUGINS"] = saved
     eng.generate(convs[:2], spec)  # warm-up
     t0 = time.perf_counter()
     outs = eng.generate(convs, spec)
@@ -70,8 +81,6 @@ def bench_pool(model_path: str, problems: list, spec, samplers: int, batch_promp
     from actors.sampler import SamplerWorker
     from actors.stream import run_rollout
     from core.config import ModelConfig
-
-    import os
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {
         k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "PYTHONPATH") if k in os.environ}})
@@ -104,6 +113,8 @@ def main() -> None:
     ap.add_argument("--max-num-seqs", type=int, default=128, help="engine setting for pool and raw engine; 0 = vLLM's")
     ap.add_argument("--skip-fp32-generate", action="store_true",
                     help="only the bf16 generate baseline the issue names")
+    ap.add_argument("--skip-vllm-sort", action="store_true",
+                    help="skip the raw engine run with vLLM's own top-p sort (our plugin off)")
     ap.add_argument("--pool-only", action="store_true",
                     help="time the pool alone and print it (for tuning); writes no result file")
     args = ap.parse_args()
@@ -124,6 +135,7 @@ def main() -> None:
         print(json.dumps(pool, indent=2))
         return
     raw = bench_raw_engine(model, convs, spec, mns)
+    raw_sort = None if args.skip_vllm_sort else bench_raw_engine(model, convs, spec, mns, top_p_plugin=False)
     gen = bench_generate(model, convs, args.n, args.max_new_tokens, args.temperature, args.generate_batch,
                          "bfloat16")
     # This CPU has no native bf16, so the bf16 baseline is slow; fp32 generate is the fairer one here.
@@ -136,10 +148,13 @@ def main() -> None:
         "ratio_vs_raw_engine": pool["tok_per_s"] / raw["tok_per_s"],
         "generate_fp32_tok_per_s": gen32 and gen32["tok_per_s"],
         "ratio_vs_generate_fp32": gen32 and pool["tok_per_s"] / gen32["tok_per_s"],
+        # What actors/vllm_cpu_top_p.py buys: the same raw engine with vLLM's full-vocabulary sort.
+        "raw_engine_vllm_sort_tok_per_s": raw_sort and raw_sort["tok_per_s"],
+        "top_p_plugin_speedup": raw_sort and raw["tok_per_s"] / raw_sort["tok_per_s"],
         "settings": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens,
                      "temperature": args.temperature, "samplers": args.samplers,
                      "batch_prompts": args.batch_prompts, "max_num_seqs": mns, "model": "SmolLM2-135M-Instruct (embedded)"},
-        "pool": pool, "raw_engine": raw, "generate": gen, "generate_fp32": gen32, "machine": machine(),
+        "pool": pool, "raw_engine": raw, "raw_engine_vllm_sort": raw_sort, "generate": gen, "generate_fp32": gen32, "machine": machine(),
     })
 
 

@@ -32,6 +32,10 @@ log = logging.getLogger("vllm.plugins.selfcritique_cpu_top_p")
 # the rows still unresolved (256: ~16 ms for 128 rows here, against ~280 ms for the sort).
 TIERS = (256, 4096)
 
+# Threshold for rows without a nucleus cut: masks exactly the tokens of probability 0.
+# Built once: probabilities here are always float32 (apply_top_p's softmax).
+SMALLEST_POSITIVE = torch.nextafter(torch.tensor(0.0), torch.tensor(1.0))
+
 
 def top_p_thresholds(probs: torch.Tensor, p: torch.Tensor, tiers=TIERS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, the smallest probability inside the nucleus.
@@ -41,8 +45,7 @@ def top_p_thresholds(probs: torch.Tensor, p: torch.Tensor, tiers=TIERS) -> tuple
     have a nucleus wider than the largest tier; their threshold is that same smallest float.
     """
     rows, vocab = probs.shape
-    smallest_positive = torch.nextafter(torch.tensor(0.0, dtype=probs.dtype), torch.tensor(1.0, dtype=probs.dtype))
-    thresholds = smallest_positive.repeat(rows)
+    thresholds = SMALLEST_POSITIVE.to(probs.dtype).repeat(rows)
     pending = (p < 1).nonzero().squeeze(1)
     for k in tiers:
         if k >= vocab or pending.numel() == 0:

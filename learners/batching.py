@@ -27,16 +27,29 @@ def encode(tokenizer, messages: list[dict], response: str, max_len: int) -> tupl
     return ids[:-1], targets[1:]
 
 
-def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """Left-padded tensors, so every response ends in the last column.
+
+    Then the LM head only has to run on the last `logits_to_keep` columns (the longest
+    response span); position_ids count real tokens only, so a row's values are the same as
+    unpadded.
+    """
     width = max(len(ids) for ids, _ in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
     attn = torch.zeros((len(encoded), width), dtype=torch.long)
     for i, (x, y) in enumerate(encoded):
-        ids[i, : len(x)] = torch.tensor(x)
-        labels[i, : len(y)] = torch.tensor(y)
-        attn[i, : len(x)] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": attn}
+        ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        labels[i, width - len(y):] = torch.tensor(y, dtype=torch.long)
+        attn[i, width - len(x):] = 1
+    cols = (labels != IGNORE).any(0).nonzero()
+    keep = width - int(cols[0]) if len(cols) else 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": attn,
+            "position_ids": (attn.cumsum(-1) - 1).clamp(min=0), "logits_to_keep": keep}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def pad_id(tokenizer) -> int:

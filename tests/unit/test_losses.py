@@ -92,3 +92,130 @@ def test_gradients_reach_only_response_tokens():
     per_pos = x.grad.abs().sum(-1)[0]
     assert torch.all(per_pos[: n_prompt - 1] == 0)
     assert torch.all(per_pos[n_prompt - 1:] > 0)
+
+
+# ------------------------------------------- memory-safe log-probs against the simple formula
+
+
+def _simple_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The formula the chunked code must equal: a full-vocabulary fp32 log_softmax."""
+    mask = labels != IGNORE
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(-1), mask.sum(-1)
+
+
+def _random_labels(shape, vocab: int, gen: torch.Generator) -> torch.Tensor:
+    labels = torch.randint(0, vocab, shape, generator=gen)
+    prompt = torch.randint(0, shape[1], (shape[0],), generator=gen)
+    return labels.masked_fill(torch.arange(shape[1]) < prompt[:, None], IGNORE)  # masked prompt of each row
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 3 * 97])  # one chunk; 3 rows per chunk
+def test_chunked_logps_and_gradients_equal_the_simple_formula(dtype, chunk_elements, monkeypatch):
+    import learners.losses as L
+
+    monkeypatch.setattr(L, "CHUNK_ELEMENTS", chunk_elements)
+    gen = torch.Generator().manual_seed(chunk_elements)
+    base = (torch.randn(3, 7, 97, generator=gen) * 4).to(dtype)
+    labels = _random_labels((3, 7), 97, gen)
+    weights = torch.randn(3, generator=gen)
+    grads = []
+    for fn in (sequence_logps, _simple_logps):
+        logits = base.clone().requires_grad_(True)
+        lp, n = fn(logits, labels)
+        (lp * weights).sum().backward()
+        grads.append((lp.detach(), n, logits.grad.float()))
+    (lp_new, n_new, g_new), (lp_ref, n_ref, g_ref) = grads
+    assert torch.equal(n_new, n_ref)
+    assert torch.allclose(lp_new, lp_ref, rtol=1e-5, atol=1e-4)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2  # bf16 gradients are rounded to bf16
+    assert torch.allclose(g_new, g_ref, rtol=tol, atol=tol)
+
+
+def _tiny_lm(dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).to(dtype)
+
+
+def _encoded(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Prompt/response rows of different lengths, prompt targets masked (as batching.encode makes them)."""
+    r = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        p, k = int(torch.randint(2, 12, (1,), generator=r)), int(torch.randint(1, 6, (1,), generator=r))
+        ids = torch.randint(3, 61, (p + k,), generator=r).tolist()
+        out.append((ids[:-1], [IGNORE] * (p - 1) + ids[p:]))
+    return out
+
+
+def _simple_batch_logps(model, encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row alone, unpadded, with every position's logits: the plain formula."""
+    lps, ns = [], []
+    for ids, labels in encoded:
+        logits = model(input_ids=torch.tensor([ids])).logits
+        lp, n = _simple_logps(logits, torch.tensor([labels]))
+        lps.append(lp)
+        ns.append(n)
+    return torch.cat(lps), torch.cat(ns)
+
+
+def test_response_logps_on_a_left_padded_batch_equal_each_row_alone():
+    from learners.losses import response_logps
+
+    model = _tiny_lm()
+    enc = _encoded(6, seed=1)
+    batch = collate(enc, pad_id=0)
+    assert batch["logits_to_keep"] < batch["input_ids"].shape[1]  # the head skips prompt-only columns
+    lp, n = response_logps(model, batch)
+    lp_ref, n_ref = _simple_batch_logps(model, enc)
+    assert torch.equal(n, n_ref)
+    assert torch.allclose(lp, lp_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_sft_loss_and_its_gradients_through_response_logps_equal_the_simple_formula():
+    from learners.losses import response_logps
+
+    enc = _encoded(5, seed=2)
+    grads = []
+    for simple in (False, True):
+        model = _tiny_lm()
+        if simple:
+            lp, n = _simple_batch_logps(model, enc)
+        else:
+            lp, n = response_logps(model, collate(enc, pad_id=0))
+        loss = -lp.sum() / n.sum()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_new, g_new), (loss_ref, g_ref) = grads
+    assert loss_new.item() == pytest.approx(loss_ref.item(), rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_new, g_ref))
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_dpo_with_nll_through_response_logps_equals_the_simple_formula(lam):
+    from learners.losses import response_logps
+
+    enc = _encoded(8, seed=3)  # rows 0-3 chosen, 4-7 rejected
+    ref = torch.randn(8)
+    out = []
+    for simple in (False, True):
+        model = _tiny_lm()
+        lp, n = _simple_batch_logps(model, enc) if simple else response_logps(model, collate(enc, pad_id=0))
+        res = dpo_loss(lp[:4], lp[4:], ref[:4], ref[4:], beta=0.5, chosen_nll=-lp[:4] / n[:4], nll_coef=lam)
+        res["loss"].backward()
+        out.append((res["loss"].detach(), model.model.embed_tokens.weight.grad.clone()))
+    assert out[0][0].item() == pytest.approx(out[1][0].item(), rel=1e-5)
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_dpo_normalizer_divides_the_per_pair_sum():
+    args = [torch.tensor(x) for x in (PC, PR, RC, RR)]
+    nll = torch.tensor([0.7, 1.3])
+    mean = dpo_loss(*args, beta=1.0, chosen_nll=nll, nll_coef=1.0)["loss"]
+    over_five = dpo_loss(*args, beta=1.0, chosen_nll=nll, nll_coef=1.0, normalizer=5)["loss"]
+    assert over_five.item() == pytest.approx(mean.item() * 2 / 5, rel=1e-6)

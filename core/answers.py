@@ -100,6 +100,19 @@ def extract_final_answer(text: str) -> tuple[str, str]:
     return "", "no answer found in the last %d characters" % MAX_SCAN_CHARS
 
 
+# Rules that find an answer the response stated as final; "last-number" only guesses one.
+_STATED = frozenset({"boxed", "####", "answer-is"})
+
+
+def cut_off_unanswered(response: str, finish_reason: str) -> bool:
+    """True when the token budget stopped a response before it stated a final answer.
+
+    Its last number is then an intermediate step, not an answer: grading it would let
+    the budget, not the model, decide the score. Such a response counts as wrong.
+    """
+    return finish_reason == "length" and extract_final_answer(response)[1] not in _STATED
+
+
 # Words that are mathematics or magnitude, not a unit, after a number ("5 pi" is not 5,
 # nor is "2 million").
 _MATH_WORDS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "exp", "inf", "infty", "infinity", "root", "squared",

@@ -1,10 +1,15 @@
-"""The run report: a markdown table plus PNG plots, written into the run directory."""
+"""The run report: markdown rendered from the results dict (pipelines/results.py), plus PNG plots.
+
+Every figure in report.md is one that summary.json holds; only the score histogram reads
+the rollout lineage (a distribution, not a quoted figure).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from pipelines.results import TRUNCATION_WARN
 from pipelines.run_dir import RunDir
 
 
@@ -22,63 +27,120 @@ def _scores(path: Path) -> list[float]:
     return out
 
 
-def write_report(run: RunDir, command: str = "", machine: str = "") -> Path:
-    import matplotlib
+# ------------------------------------------------------------------ plots
 
-    matplotlib.use("Agg")
+
+def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    st = run.manifest["stages"]
-    ev = (st.get("eval") or {}).get("metrics") or {}
-    acc = ev.get("accuracy", {})
-    plots = run.root / "plots"
-    plots.mkdir(exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-    if acc:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        labels = list(acc)
-        ax.bar(labels, [acc[k] * 100 for k in labels], color=["#999", "#4a90d9", "#2e7d32"][: len(labels)])
-        for i, k in enumerate(labels):
-            ax.text(i, acc[k] * 100 + 0.5, f"{acc[k] * 100:.1f}", ha="center")
-        ax.set_ylabel("greedy accuracy (%)")
-        ax.set_title(f"Held-out accuracy (n={ev.get('n_eval')})")
-        fig.tight_layout()
-        fig.savefig(plots / "accuracy.png", dpi=110)
-        plt.close(fig)
+
+def plot_accuracy(res: dict, plots: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    acc = res.get("accuracy") or {}
+    if not acc:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    labels = list(acc)
+    ax.bar(labels, [acc[k] * 100 for k in labels], color=["#999", "#4a90d9", "#2e7d32"][: len(labels)])
+    for i, k in enumerate(labels):
+        ax.text(i, acc[k] * 100 + 0.5, f"{acc[k] * 100:.1f}", ha="center")
+    ax.set_ylabel("greedy accuracy (%)")
+    ax.set_title(f"Held-out accuracy (n={res.get('n_eval')})")
+    _save(fig, plots / "accuracy.png")
+
+
+def plot_scores(run: RunDir, plots: Path) -> None:
+    import matplotlib.pyplot as plt
 
     hist = {s: _scores(run.root / s / "rollout" / "lineage.jsonl") for s in ("rft", "dpo")}
-    if any(hist.values()):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for s, vals in hist.items():
-            if vals:
-                ax.hist(vals, bins=[x + 0.5 for x in range(0, 11)], alpha=0.6, label=f"{s} samples")
-        ax.set_xlabel("grade score (1-10)")
-        ax.set_ylabel("responses")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "scores.png", dpi=110)
-        plt.close(fig)
+    if not any(hist.values()):
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for s, vals in hist.items():
+        if vals:
+            ax.hist(vals, bins=[x + 0.5 for x in range(0, 11)], alpha=0.6, label=f"{s} samples")
+    ax.set_xlabel("grade score (1-10)")
+    ax.set_ylabel("responses")
+    ax.legend()
+    _save(fig, plots / "scores.png")
 
-    counts = {s: ((st.get(s) or {}).get("metrics") or {}) for s in ("rft", "dpo")}
-    if any(counts.values()):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        names = [s for s in counts if counts[s]]
-        ax.bar([f"{s} kept" for s in names], [counts[s].get("kept", 0) for s in names], color="#2e7d32")
-        ax.bar([f"{s} rejected" for s in names], [counts[s].get("rejected", 0) for s in names], color="#c62828")
-        ax.set_ylabel("samples")
-        fig.tight_layout()
-        fig.savefig(plots / "kept_rejected.png", dpi=110)
-        plt.close(fig)
 
-    crit = (st.get("critic") or {}).get("metrics") or {}
+def plot_kept(res: dict, plots: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    names = [s for s in ("rft", "dpo") if res.get(s)]
+    if not names:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([f"{s} kept" for s in names], [res[s].get("kept", 0) for s in names], color="#2e7d32")
+    ax.bar([f"{s} rejected" for s in names], [res[s].get("rejected", 0) for s in names], color="#c62828")
+    ax.set_ylabel("samples")
+    _save(fig, plots / "kept_rejected.png")
+
+
+# ------------------------------------------------------------------ markdown sections
+
+
+def machine_line(m) -> str:
+    if not isinstance(m, dict):
+        return str(m or "")
+    bf16 = "native bf16" if m.get("bf16_native") else "no native bf16"
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return f"{m.get('cpu_model')}, {m.get('cores')} cores, {bf16}{gpu}; torch {m.get('torch')}, vLLM {m.get('vllm')}"
+
+
+def md_header(res: dict) -> list[str]:
     lines = ["# Self-critique run report", ""]
-    if command:
-        lines += [f"Command: `{command}`", ""]
-    if machine:
-        lines += [f"Machine: {machine}", ""]
-    lines += ["| stage | held-out greedy accuracy |", "| --- | --- |"]
-    lines += [f"| {k} | {v * 100:.1f}% |" for k, v in acc.items()]
-    lines += ["", f"Evaluated on {ev.get('n_eval', 0)} held-out problems.", ""]
+    for label, value in (("Command", res.get("command") and f"`{res['command']}`"),
+                         ("Machine", machine_line(res.get("machine"))), ("Commit", res.get("commit")),
+                         ("Config sha256", res.get("config_sha256"))):
+        if value:
+            lines += [f"{label}: {value}", ""]
+    if res.get("minutes"):
+        per = ", ".join(f"{s} {m:.1f}" for s, m in (res.get("stage_minutes") or {}).items())
+        lines += [f"Wall time: {res['minutes']:.1f} minutes ({per})", ""]
+    return lines
+
+
+def md_accuracy(res: dict) -> list[str]:
+    acc, tr = res.get("accuracy") or {}, res.get("truncated") or {}
+    lines = ["| stage | held-out greedy accuracy | cut off |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v * 100:.1f}% | {tr[k] * 100:.1f}% |" if k in tr else f"| {k} | {v * 100:.1f}% | n/a |"
+              for k, v in acc.items()]
+    lines += ["", f"Evaluated on {res.get('n_eval', 0)} held-out problems (greedy, at most "
+              f"{res.get('eval_max_new_tokens', 'n/a')} new tokens; a response cut off before it states a final "
+              "answer counts as wrong).", ""]
+    for k, share in tr.items():
+        if share > TRUNCATION_WARN:
+            lines += [f"**Warning:** {share * 100:.1f}% of {k}'s responses were cut off by the token budget "
+                      f"(over {TRUNCATION_WARN:.0%}): its accuracy measures the budget as much as the model.", ""]
+    return lines
+
+
+def md_paired(res: dict) -> list[str]:
+    paired = res.get("paired") or {}
+    if not paired:
+        return []
+    lines = ["## Paired differences (same problems, bootstrap 95% interval)", "",
+             "| comparison | difference | 95% interval | wrong to right | right to wrong |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, p in paired.items():
+        if p.get("diff") is None:
+            continue
+        lo, hi = p["ci95"]
+        lines.append(f"| {name.replace('_', ' ')} | {p['diff'] * 100:+.1f} pts | [{lo * 100:+.1f}, {hi * 100:+.1f}] "
+                     f"| {p['up']} | {p['down']} |")
+    return lines + ["", "An interval that contains 0 does not tell the two apart.", ""]
+
+
+def md_critic(res: dict) -> list[str]:
+    crit = res.get("critic") or {}
+    lines = []
     if crit:
         ca = crit.get("critic_accuracy")
         lines += ["## Critic", "",
@@ -86,27 +148,57 @@ def write_report(run: RunDir, command: str = "", machine: str = "") -> Path:
                   f"{'n/a' if ca is None else f'{ca:.3f}'} on {crit.get('critic_n')} responses",
                   f"- balanced accuracy: {crit.get('critic_balanced_accuracy', 'n/a')}",
                   f"- ungraded judge outputs: {crit.get('critic_ungraded', 'n/a')}", ""]
-    on_eval = ev.get("critic_on_eval") or {}
+    on_eval = res.get("critic_on_eval") or {}
     if on_eval.get("critic_n"):
         lines += [f"- on {on_eval['critic_n']} of the eval stage's greedy responses (spread over the stages; "
                   f"{on_eval['critic_n_correct_label']} right by the rule): accuracy "
                   f"{on_eval['critic_accuracy']:.3f}, balanced {on_eval['critic_balanced_accuracy']:.3f}", ""]
+    return lines
+
+
+def md_stages(res: dict) -> list[str]:
+    lines = []
     for s in ("rft", "dpo"):
-        m = counts.get(s)
-        if m:
-            lines += [f"## {s.upper()}", ""] + [f"- {k}: {v}" for k, v in m.items()] + [""]
-    if ev.get("by_category"):
-        lines += ["## Accuracy by category", "", "| stage | " + " | ".join(next(iter(ev["by_category"].values()))) + " |",
-                  "| --- |" + " --- |" * len(next(iter(ev["by_category"].values())))]
-        for k, cats in ev["by_category"].items():
-            lines.append(f"| {k} | " + " | ".join(f"{v * 100:.1f}%" for v in cats.values()) + " |")
+        if res.get(s):
+            lines += [f"## {s.upper()}", ""] + [f"- {k}: {v}" for k, v in res[s].items()] + [""]
+    return lines
+
+
+def md_categories(res: dict) -> list[str]:
+    lines = []
+    by_cat = res.get("by_category") or {}
+    if by_cat:
+        cats = list(next(iter(by_cat.values())))
+        lines += ["## Accuracy by category", "", "| stage | " + " | ".join(cats) + " |",
+                  "| --- |" + " --- |" * len(cats)]
+        for k, per in by_cat.items():
+            lines.append(f"| {k} | " + " | ".join(f"{v * 100:.1f}%" for v in per.values()) + " |")
         lines.append("")
-    if ev.get("critic_scores"):
+    if res.get("critic_scores"):
         lines += ["## Critic scores by category (MathUserEval-style)", ""]
-        for k, cats in ev["critic_scores"].items():
-            lines.append(f"- {k}: " + ", ".join(f"{c}: {v:.2f}" for c, v in cats.items()))
+        for k, per in res["critic_scores"].items():
+            lines.append(f"- {k}: " + ", ".join(f"{c}: {v:.2f}" for c, v in per.items()))
         lines.append("")
-    lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in sorted(plots.glob("*.png"))] + [""]
+    return lines
+
+
+def render_markdown(res: dict, plot_names: list[str]) -> str:
+    lines = (md_header(res) + md_accuracy(res) + md_paired(res) + md_critic(res) + md_stages(res)
+             + md_categories(res))
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{p})" for p in plot_names] + [""]
+    return "\n".join(lines)
+
+
+def write_report(run: RunDir, res: dict) -> Path:
+    """report.md and plots/*.png in the run directory, from the results dict `res`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots = run.root / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_accuracy(res, plots)
+    plot_scores(run, plots)
+    plot_kept(res, plots)
     out = run.root / "report.md"
-    out.write_text("\n".join(lines))
+    out.write_text(render_markdown(res, sorted(p.name for p in plots.glob("*.png"))))
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 
@@ -19,7 +18,7 @@ from core.config import ConfigError, load_config
 from core.data import DataError
 from core.models import ModelError, resolve_model
 from pipelines.preflight import check_data_sources
-from pipelines.report import write_report
+from pipelines.results import provenance, write_summary
 from pipelines.run_dir import RunDir
 from pipelines.runtime import Runtime, init_ray
 from pipelines.stages import (critic_gate, run_critic_stage, run_dpo_stage, run_eval_stage, run_rft_stage)
@@ -29,19 +28,11 @@ from pipelines.tracking import Tracker, redact
 log = logging.getLogger("selfcritique")
 
 
-def machine_description() -> str:
-    import os
-
-    import psutil
-
-    return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {platform.system()}").replace("  ", " ")
-
-
-def run(cfg, command: str = "") -> dict:
+def run(cfg, command: str = "", config_path: str = "") -> dict:
     t0 = time.time()
     run_dir = RunDir(cfg.run.run_dir)
     (run_dir.root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    run_dir.set("provenance", provenance(cfg.model_dump(), redact(command), config_path))
     check_data_sources(cfg)
     init_ray(cfg)
     tracker = Tracker(run_dir.root, cfg.model_dump(), cfg.logging.wandb, cfg.logging.project, cfg.logging.run_name)
@@ -93,15 +84,9 @@ def run(cfg, command: str = "") -> dict:
                 run_dir.mark_done("eval", None, m)
         minutes = (time.time() - t0) / 60
         run_dir.set("last_run_minutes", minutes)
-        report = write_report(run_dir, command, machine_description())
-        ev = (run_dir.done("eval") or {}).get("metrics", {})
-        summary = {"accuracy": ev.get("accuracy"), "n_eval": ev.get("n_eval"),
-                   "critic_accuracy": ev.get("critic_accuracy"), "critic_on_eval": ev.get("critic_on_eval"),
-                   "minutes": round(minutes, 2),
-                   "report": str(report), "run_dir": str(run_dir.root)}
-        (run_dir.root / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = write_summary(run_dir)
         tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        return summary
+        return {**summary, "report": str(run_dir.root / "report.md"), "run_dir": str(run_dir.root)}
     finally:
         rt.shutdown()
         tracker.finish()
@@ -116,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         command = " ".join(["python -m pipelines.self_critique"] + (argv if argv is not None else sys.argv[1:]))
-        summary = run(cfg, command)
+        summary = run(cfg, command, args.config or "")
     except (ConfigError, DataError, ModelError, StageError) as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from core.data import DataError
 from core.grading import critique_policy, dpo_policy, rft_policy
 from core.prompts import judge_messages
 from core.records import GradedSample, Problem, SFTExample, from_json
+from core.stats import eval_outcomes, paired_table
 from learners.ref_scorer import ReferenceScorer
 from learners.trainer import LearnJob
 from pipelines.runtime import Runtime
@@ -247,13 +248,9 @@ def greedy_accuracy(rt: Runtime, label: str, ckpt: tuple[str, str], problems: li
         rollout_with_progress(rt, f"eval-{label}", todo, buffer, spec, critic_policy="rule", policy_ckpt=ckpt)
     else:
         ray.get(buffer.close.remote())
-    graded = read_lineage(d / "lineage.jsonl")
-    by_cat: dict[str, list[bool]] = {}
-    for g in graded:
-        by_cat.setdefault(g.sample.problem.category or "all", []).append(g.grade.verdict == "correct")
+    out = eval_outcomes(read_lineage(d / "lineage.jsonl"))
     ray.kill(buffer)
-    return {"accuracy": sum(sum(v) for v in by_cat.values()) / max(len(graded), 1), "n": len(graded),
-            "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}, "graded": graded}
+    return out
 
 
 def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, problems: list[Problem]) -> dict:
@@ -278,14 +275,19 @@ def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, pr
 def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) -> dict:
     cfg = rt.cfg
     problems = rt.problems("test")[: cfg.eval.problems]
-    results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems)}
-    responses = []
+    results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems), "truncated": {},
+                     "cut_off_unanswered": {}, "max_new_tokens": cfg.eval.max_new_tokens}
+    responses, correct = [], {}
     for label, ckpt in models.items():
         r = greedy_accuracy(rt, label, ckpt, problems)
         results["accuracy"][label] = r["accuracy"]
         results["by_category"][label] = r["by_category"]
+        results["truncated"][label] = r["truncated"]
+        results["cut_off_unanswered"][label] = r["cut_off_unanswered"]
+        correct[label] = r["correct"]
         responses += r["graded"]
-        rt.tracker.log({f"eval/accuracy_{label}": r["accuracy"]})
+        rt.tracker.log({f"eval/accuracy_{label}": r["accuracy"], f"eval/truncated_{label}": r["truncated"]})
+    results["paired"] = paired_table(correct, seed=cfg.run.seed)
     n = cfg.eval.critic_on_eval
     if n and judge_ckpt is not None and responses:
         acc = critic_accuracy(rt, responses[::max(1, len(responses) // n)][:n], judge_ckpt)

@@ -1,8 +1,9 @@
 """Final-answer extraction and the math-verify checker, including adversarial input.
 
-One module-scoped AnswerChecker (5 s per-item deadline) serves the table; each check
-is also guarded by a wall-clock bound so that a hang fails the case instead of the
-whole run. The deadline itself is exercised with inputs that make math-verify hang.
+One module-scoped AnswerChecker (5 s per-item deadline) serves the table. The deadline
+itself is exercised with inputs that make math-verify hang, and checked by its outcome
+(a verdict that says the deadline stopped the check), never by measured seconds: a
+loaded 2-core machine makes any timing figure flaky. pytest-timeout catches a real hang.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.answers import MAX_ANSWER_CHARS, MAX_SCAN_CHARS, AnswerChecker, extract_final_answer
+from core.answers import MAX_ANSWER_CHARS, MAX_SCAN_CHARS, AnswerChecker, cut_off_unanswered, extract_final_answer
 
-GUARD_S = 15.0  # per-check wall-time guard (a hang detector, not a performance threshold)
 MB = 1_000_000
 
 # 15 nested \frac{1}{...} around 2 (fits in MAX_ANSWER_CHARS) is 1/2; 5000 of them do not fit.
@@ -31,14 +30,6 @@ def checker():
     c = AnswerChecker(timeout_s=5)
     yield c
     c.close()
-
-
-def timed_check(c: AnswerChecker, response, gold):
-    t0 = time.monotonic()
-    res = c.check(response, gold)
-    elapsed = time.monotonic() - t0
-    assert elapsed < GUARD_S, f"check took {elapsed:.1f}s (guard {GUARD_S}s): {res}"
-    return res
 
 
 C, I, U = "correct", "incorrect", "unparseable"
@@ -166,7 +157,7 @@ CHECK_CASES = [
 
 @pytest.mark.parametrize("response,gold,expected", CHECK_CASES)
 def test_check(checker, response, gold, expected):
-    res = timed_check(checker, response, gold)
+    res = checker.check(response, gold)
     allowed = expected if isinstance(expected, set) else {expected}
     assert res.verdict in allowed, res
     assert res.reason  # every verdict says why
@@ -204,9 +195,7 @@ EXTRACT_CASES = [
 
 @pytest.mark.parametrize("text,answer,how", EXTRACT_CASES)
 def test_extract_final_answer(text, answer, how):
-    t0 = time.monotonic()
     got, got_how = extract_final_answer(text)
-    assert time.monotonic() - t0 < GUARD_S
     assert (got, got_how) == (answer, how)
 
 
@@ -225,9 +214,7 @@ def test_extract_final_answer(text, answer, how):
     ],
 )
 def test_extract_nothing(text, reason_part):
-    t0 = time.monotonic()
     got, why = extract_final_answer(text)
-    assert time.monotonic() - t0 < GUARD_S
     assert got == ""
     assert reason_part in why
 
@@ -240,7 +227,7 @@ def test_model_text_is_never_executed(checker, tmp_path):
         f"The answer is exec(\"open('{marker}', 'w').close()\")",
     ]
     for p in payloads:
-        assert timed_check(checker, p, "0").verdict in NOT_CORRECT
+        assert checker.check(p, "0").verdict in NOT_CORRECT
         assert extract_final_answer(p)[0]
     assert not marker.exists()
 
@@ -251,12 +238,24 @@ def test_answer_outside_scan_window_is_not_used():
     assert extract_final_answer(text) == ("", f"no answer found in the last {MAX_SCAN_CHARS} characters")
 
 
-def test_unclosed_boxed_is_linear_time():
-    # Thousands of unclosed \boxed{ in the scan window must not cost quadratic time.
-    t0 = time.monotonic()
+def test_unclosed_boxed_in_the_scan_window_is_no_answer():
+    # Thousands of unclosed \boxed{ fill the scan window (brace pairing is one pass, not quadratic).
     for _ in range(20):
         assert extract_final_answer("\\boxed{" * (MAX_SCAN_CHARS // 7))[0] == ""
-    assert time.monotonic() - t0 < GUARD_S
+
+
+@pytest.mark.parametrize("text,finish,cut", [
+    pytest.param("3 + 4 = 7, then 7 * 2 = 14", "length", True, id="cut-off-last-number"),
+    pytest.param("no number yet", "length", True, id="cut-off-nothing"),
+    pytest.param("The answer is 14. Also", "length", False, id="cut-off-after-answer-is"),
+    pytest.param("So \\boxed{14} and", "length", False, id="cut-off-after-boxed"),
+    pytest.param("#### 14\nand", "length", False, id="cut-off-after-hash"),
+    pytest.param("3 + 4 = 7, then 7 * 2 = 14", "stop", False, id="finished-last-number"),
+    pytest.param("3 + 4 = 7, then 7 * 2 = 14", "", False, id="finish-unknown"),
+])
+def test_cut_off_unanswered(text, finish, cut):
+    """A response the budget stopped before it stated an answer: its last number is no answer."""
+    assert cut_off_unanswered(text, finish) is cut
 
 
 # ------------------------------------------------------------------ the deadline
@@ -277,21 +276,18 @@ def _worker_pid(c: AnswerChecker) -> int | None:
 def test_deadline_stops_a_hanging_check_and_the_checker_recovers(hang):
     c = AnswerChecker(timeout_s=2)
     try:
-        warm = timed_check(c, "\\boxed{\\frac{1}{2}}", "0.5")  # starts the worker (imports are not timed)
+        warm = c.check("\\boxed{\\frac{1}{2}}", "0.5")  # starts the worker (imports are not timed)
         assert warm.verdict == C and "math-verify" in warm.reason
         first_pid = _worker_pid(c)
-        t0 = time.monotonic()
-        res = timed_check(c, hang, "1")
-        elapsed = time.monotonic() - t0
+        res = c.check(hang, "1")
         assert res.verdict == U, res
-        assert "deadline" in res.reason, res
-        assert 2 <= elapsed < 2 + 8, elapsed  # stopped by our deadline, not by finishing
+        assert "deadline of 2" in res.reason, res  # stopped by our deadline, not by finishing
         assert first_pid is not None and _worker_pid(c) is None  # the hung worker was killed
         # and the checker works afterwards, on a fresh worker
-        after = timed_check(c, "The answer is 0.5", "\\frac{1}{2}")
+        after = c.check("The answer is 0.5", "\\frac{1}{2}")
         assert after.verdict == C and "math-verify" in after.reason, after
         assert _worker_pid(c) not in (None, first_pid)
-        assert timed_check(c, "\\boxed{3}", "\\frac{9}{2}").verdict == I
+        assert c.check("\\boxed{3}", "\\frac{9}{2}").verdict == I
     finally:
         c.close()
 
@@ -300,16 +296,14 @@ def test_worker_killed_mid_check_is_reported_not_raised():
     """A worker that dies (OOM killer, crash) during an item: no exception, no waiting for the deadline."""
     c = AnswerChecker(timeout_s=60)
     try:
-        assert timed_check(c, "\\boxed{\\frac{1}{2}}", "0.5").verdict == C
+        assert c.check("\\boxed{\\frac{1}{2}}", "0.5").verdict == C
         pid = _worker_pid(c)
         killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
         killer.start()
-        t0 = time.monotonic()
-        res = timed_check(c, "\\boxed{9^{9^{9^{9}}}}", "1")
+        res = c.check("\\boxed{9^{9^{9^{9}}}}", "1")
         killer.join()
-        assert res.verdict == U and "died" in res.reason, res
-        assert time.monotonic() - t0 < 30  # far less than the 60 s deadline
-        assert timed_check(c, "The answer is 1/2", "0.5").verdict == C
+        assert res.verdict == U and "died" in res.reason, res  # not "deadline": it did not wait for it
+        assert c.check("The answer is 1/2", "0.5").verdict == C
     finally:
         c.close()
 
@@ -317,11 +311,11 @@ def test_worker_killed_mid_check_is_reported_not_raised():
 def test_worker_gone_between_checks_is_restarted():
     c = AnswerChecker(timeout_s=5)
     try:
-        assert timed_check(c, "\\boxed{\\frac{1}{2}}", "0.5").verdict == C
+        assert c.check("\\boxed{\\frac{1}{2}}", "0.5").verdict == C
         pid = _worker_pid(c)
         os.kill(pid, signal.SIGKILL)
         c._proc.join(5)
-        res = timed_check(c, "\\boxed{\\frac{2}{4}}", "0.5")
+        res = c.check("\\boxed{\\frac{2}{4}}", "0.5")
         assert res.verdict == C, res
         assert _worker_pid(c) not in (None, pid)
     finally:
@@ -353,10 +347,8 @@ def test_check_from_several_threads(checker):
 
     def run(case):
         r, g, _ = case
-        return timed_check(checker, r, g).verdict
+        return checker.check(r, g).verdict
 
-    t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(pool.map(run, cases))
     assert got == expected
-    assert time.monotonic() - t0 < 4 * GUARD_S

@@ -1,0 +1,119 @@
+"""Paired bootstrap differences and the eval's cut-off rule: pure functions on outcomes and records."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from core.records import Grade, GradedSample, Problem, Sample
+from core.stats import eval_outcomes, judge_cut_offs, mean_and_sd, paired_difference, paired_table
+
+
+def outcomes(n: int, p_before: float, p_after: float, seed: int) -> tuple[list[bool], list[bool]]:
+    rng = random.Random(seed)
+    return [rng.random() < p_before for _ in range(n)], [rng.random() < p_after for _ in range(n)]
+
+
+@pytest.mark.parametrize("n,pb,pa,seed", [(200, 0.1, 0.3, 0), (200, 0.3, 0.3, 1), (50, 0.5, 0.2, 2), (400, 0.2, 0.25, 3)])
+def test_paired_difference_agrees_with_its_definition_and_the_normal_approximation(n, pb, pa, seed):
+    before, after = outcomes(n, pb, pa, seed)
+    r = paired_difference(before, after)
+    d = [int(a) - int(b) for b, a in zip(before, after)]
+    assert r["n"] == n
+    assert r["diff"] == pytest.approx(sum(after) / n - sum(before) / n)
+    assert r["up"] == sum(x == 1 for x in d) and r["down"] == sum(x == -1 for x in d)
+    lo, hi = r["ci95"]
+    assert lo <= r["diff"] <= hi
+    # The percentile bootstrap of a mean is close to mean +- 1.96 standard errors for n this size.
+    se = statistics.pstdev(d) / math.sqrt(n)
+    assert lo == pytest.approx(r["diff"] - 1.96 * se, abs=0.5 * se + 1e-9)
+    assert hi == pytest.approx(r["diff"] + 1.96 * se, abs=0.5 * se + 1e-9)
+
+
+def test_the_interval_narrows_with_more_problems():
+    small = paired_difference(*outcomes(50, 0.2, 0.3, 5))
+    large = paired_difference(*outcomes(800, 0.2, 0.3, 5))
+    assert large["ci95"][1] - large["ci95"][0] < small["ci95"][1] - small["ci95"][0]
+
+
+def test_no_change_has_a_zero_width_interval_and_no_moves():
+    same = [True, False, True, True, False]
+    assert paired_difference(same, same) == {"n": 5, "diff": 0.0, "ci95": [0.0, 0.0], "up": 0, "down": 0}
+
+
+def test_all_fixed_is_a_certain_gain():
+    r = paired_difference([False] * 7, [True] * 7)
+    assert r["diff"] == 1.0 and r["ci95"] == [1.0, 1.0] and r["up"] == 7 and r["down"] == 0
+
+
+def test_same_seed_same_interval_and_lengths_must_match():
+    b, a = outcomes(100, 0.2, 0.4, 9)
+    assert paired_difference(b, a, seed=3) == paired_difference(b, a, seed=3)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_difference(b, a[:-1])
+    assert paired_difference([], [])["diff"] is None
+
+
+def test_paired_table_names_later_vs_earlier_and_pairs_by_problem_id():
+    base = {"p1": False, "p2": False, "p3": True, "p4": True}
+    rft = {"p4": True, "p3": False, "p2": True, "p1": True}  # other insertion order
+    dpo = {"p1": True, "p2": True, "p3": True}  # p4 missing: compared on the three both have
+    t = paired_table({"dpo": dpo, "base": base, "rft": rft})
+    assert set(t) == {"rft_vs_base", "dpo_vs_base", "dpo_vs_rft"}
+    ids = sorted(base)
+    assert t["rft_vs_base"] == paired_difference([base[i] for i in ids], [rft[i] for i in ids])
+    common = sorted(dpo)
+    assert t["dpo_vs_rft"]["n"] == len(common)
+    assert t["dpo_vs_rft"]["up"] == sum(dpo[i] and not rft[i] for i in common)
+
+
+def test_mean_and_sd_match_the_statistics_module():
+    xs = [0.125, 0.235, 0.3, 0.265]
+    assert mean_and_sd(xs) == pytest.approx((statistics.mean(xs), statistics.stdev(xs)))
+    assert mean_and_sd([0.2]) == (0.2, None)
+    assert mean_and_sd([]) == (None, None)
+
+
+# ------------------------------------------------------------------ cut-off responses in the eval
+
+
+def graded(pid: str, text: str, finish: str, verdict: str, category: str = "level1") -> GradedSample:
+    prob = Problem(pid, "q", answer="42", category=category)
+    return GradedSample(Sample(prob, 0, text, finish_reason=finish), Grade(9.0 if verdict == "correct" else 2.0, verdict))
+
+
+CASES = [  # (response, finish reason, rule verdict, counts as correct, cut off before an answer)
+    ("6 * 7 = 42 and then 42", "length", "correct", False, True),  # last number of a cut-off text
+    ("The answer is 42. Then I also", "length", "correct", True, False),  # stated before the cut
+    ("so \\boxed{42} and more", "length", "correct", True, False),
+    ("#### 42\nmore", "length", "correct", True, False),
+    ("6 * 7 = 42", "stop", "correct", True, False),  # finished: its last number is its answer
+    ("6 * 7 = 41", "length", "incorrect", False, True),
+    ("no numbers at all", "length", "unknown", False, True),
+    ("6 * 7 = 42", "", "correct", True, False),  # no finish reason recorded: graded as before
+]
+
+
+@pytest.mark.parametrize("text,finish,verdict,right,cut", CASES)
+def test_cut_off_responses_without_an_answer_count_as_wrong(text, finish, verdict, right, cut):
+    g = graded("p", text, finish, verdict)
+    (j,) = judge_cut_offs([g])
+    assert (j.grade.verdict == "correct") is right
+    assert ("cut off" in j.grade.reason) is cut
+    assert g.grade.verdict == verdict  # the lineage record itself is not changed
+
+
+def test_eval_outcomes_counts_cut_offs_and_accuracy():
+    gs = [graded(f"p{i}", *c[:3], category=f"level{1 + i % 2}") for i, c in enumerate(CASES)]
+    out = eval_outcomes(gs)
+    assert out["n"] == len(CASES)
+    assert out["accuracy"] == pytest.approx(sum(c[3] for c in CASES) / len(CASES))
+    assert out["cut_off_unanswered"] == sum(c[4] for c in CASES)
+    assert out["truncated"] == pytest.approx(sum(c[1] == "length" for c in CASES) / len(CASES))
+    assert out["correct"] == {f"p{i}": c[3] for i, c in enumerate(CASES)}
+    for cat in ("level1", "level2"):
+        rows = [c for i, c in enumerate(CASES) if f"level{1 + i % 2}" == cat]
+        assert out["by_category"][cat] == pytest.approx(sum(c[3] for c in rows) / len(rows))

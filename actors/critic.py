@@ -56,13 +56,13 @@ class CriticWorker:
         if checkpoint:
             self.ensure_checkpoint(*checkpoint)
         t0 = time.perf_counter()
-        need_rule = self.policy in ("rule", "rule_else_model", "both")
+        need_rule = self.policy in ("rule", "rule_else_model", "both", "model_rule_cap")
         rules = [rule_grade(self.checker.check(s.response, s.problem.answer)) if need_rule and s.problem.answer
                  else None for s in samples]
         # The judge only runs where its grade can matter under the policy.
         if self.policy == "rule_else_model":
             todo = [i for i, r in enumerate(rules) if r is None or r.score is None]
-        elif self.policy in ("model", "both"):
+        elif self.policy in ("model", "both", "model_rule_cap"):
             todo = list(range(len(samples)))
         else:
             todo = []

@@ -161,6 +161,11 @@ def _normalise_plain(ans: str) -> str:
     return a.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", a) else a
 
 
+def normalise_answer(ans: str) -> str:
+    """The plain-text normalisation the checker applies before math-verify (units, $, commas)."""
+    return _normalise_plain(ans)
+
+
 # ---------------------------------------------------------------- math-verify worker
 
 

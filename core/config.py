@@ -36,6 +36,11 @@ class DatasetSpec(Section):
 
     kind: Literal["generated", "gsm8k", "math", "mathusereval", "jsonl", "hub"] = "generated"
     path: str = ""  # local file/dir or hub id; unused for "generated"
+    # hub-style sets (a hub id, or a local copy laid out like the hub repo): the config
+    # name for sets that have several (openai/gsm8k: "main" or "socratic", no default)
+    config: str | None = None
+    # hub ids only: a branch, tag or commit of the dataset repo (None = its main branch)
+    revision: str | None = None
     split: str = "train"
     limit: int | None = Field(None, ge=1)
     # generic loader: our field name -> source column name
@@ -63,10 +68,11 @@ class SamplingConfig(Section):
 
 
 class CriticConfig(Section):
-    # how rule and model grades combine; see core/grading.py
-    policy: Literal["rule", "model", "rule_else_model", "both"] = "rule_else_model"
+    # how rule and model grades combine (core/grading.py). model_rule_cap: the critic's
+    # score selects RFT and DPO data, and a wrong final answer (rule check) may only lower it
+    policy: Literal["rule", "model", "rule_else_model", "both", "model_rule_cap"] = "model_rule_cap"
     keep_threshold: float = Field(7.0, ge=1, le=10)
-    max_new_tokens: int = Field(64, ge=8)
+    max_new_tokens: int = Field(96, ge=8)
     # critic training
     train: bool = True
     records_path: str = ""  # critique records (JSONL); bootstrapped when empty
@@ -86,6 +92,10 @@ class CriticConfig(Section):
     # that differ only in the answer teach the comparison itself, and balance the classes
     counterfactual_answers: bool = True
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
+    # the held-out probe is topped up with right responses (references, rewordings) to this
+    # many of each class where sampling gives fewer
+    heldout_min_per_class: int = Field(25, ge=1)
+    # the gate acts on balanced accuracy: a critic that calls everything wrong cannot pass it
     accuracy_gate: float = Field(0.7, ge=0, le=1)
     on_gate_fail: Literal["stop", "use_rule"] = "stop"
     lr: float = Field(5e-5, gt=0)

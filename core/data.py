@@ -83,6 +83,20 @@ def check_source(path: str, key: str) -> None:
         raise DataError(f"{key}: {path!r} is neither an existing file/directory nor a hub id (org/name)")
 
 
+def hub_load_args(spec: DatasetSpec, local: bool) -> dict:
+    """Keyword arguments for `datasets.load_dataset(path, ...)`: config name, split, and
+    for a hub id the repo revision (a local copy is whatever revision was copied)."""
+    args: dict = {"name": spec.config, "split": spec.split}
+    if spec.revision and not local:
+        args["revision"] = spec.revision
+    return args
+
+
+def _describe(spec: DatasetSpec) -> str:
+    parts = [f"config {spec.config!r}" if spec.config else "no config name", f"split {spec.split!r}"]
+    return ", ".join(parts + ([f"revision {spec.revision!r}"] if spec.revision else []))
+
+
 def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[tuple[str, dict]]:
     """Yield (location, row). Location names the file and line (or split and row)."""
     path = spec.path
@@ -96,18 +110,17 @@ def _load_rows(spec: DatasetSpec, report: LoadReport, strict: bool) -> Iterable[
     check_source(path, "data")
     import datasets
 
+    if p.exists() and spec.revision:
+        report.source += f" (a local copy: revision {spec.revision!r} applies to hub ids only)"
     try:
         if p.is_file() and p.suffix == ".parquet":
             ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
             where = str(p)
-        elif p.exists():
-            ds = datasets.load_dataset(str(p), split=spec.split)
-            where = f"{p}[{spec.split}]"
         else:
-            ds = datasets.load_dataset(path, split=spec.split)
-            where = f"{path}[{spec.split}]"
-    except Exception as e:  # offline, unknown dataset, unreadable file: say which input
-        raise DataError(f"data: could not load {path!r} (split {spec.split!r}): {type(e).__name__}: {e}") from e
+            ds = datasets.load_dataset(path, **hub_load_args(spec, local=p.exists()))
+            where = f"{path}[{spec.config + '/' if spec.config else ''}{spec.split}]"
+    except Exception as e:  # offline, unknown dataset or config, unreadable file: say which input
+        raise DataError(f"data: could not load {path!r} ({_describe(spec)}): {type(e).__name__}: {e}") from e
     for i, row in enumerate(ds):
         yield f"{where} row {i}", row
 
@@ -152,8 +165,10 @@ def _gsm8k(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:
     final = final.strip().replace(",", "")
     if not final:
         raise DataError(f"{where}: field 'answer' has an empty '####' answer")
+    steps = "\n".join(m[2:-2] for m in _CALC_RE.findall(sol))  # the judge's check of intermediate results
     sol = _CALC_RE.sub("", sol).strip()
-    return Problem(f"gsm8k-{spec.split}-{idx}", q, f"{sol}\nThe answer is {final}.", final, "gsm8k", "gsm8k")
+    return Problem(f"gsm8k-{spec.split}-{idx}", q, f"{sol}\nThe answer is {final}.", final, "gsm8k", "gsm8k",
+                   steps=steps)
 
 
 def _math(row: dict, where: str, idx: int, spec: DatasetSpec) -> Problem:

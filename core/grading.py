@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
+from fractions import Fraction
 
-from core.answers import AnswerCheck, extract_final_answer
-from core.records import Grade, GradedSample, Pair
+from core.answers import AnswerCheck, extract_final_answer, normalise_answer
+from core.critique_data import answer_swapped, flawed_copy, salt_of, slip_copy
+from core.prompts import judge_messages, solver_messages, wrong_final_answer
+from core.records import Grade, GradedSample, Pair, Problem, SFTExample
+from core.work_grade import WorkGrade, grade_work
 
 # "Score: 8", "**Score:** 8", "**Score**: 8", "Score：8", "score = 8/10". Not "underscore: 4",
 # not "Score: 1e3" (that is not 1), and a denominator other than 10 is another scale.
@@ -23,6 +28,9 @@ _SCORE_RE = re.compile(
 
 # Rule verdicts map onto the paper's bands: 9-10 fully right, 1-2 wrong.
 RULE_SCORES = {"correct": 9.0, "incorrect": 2.0}
+# The most a critic score can be when the final answer is wrong: a slip's band (3-4),
+# below any keep threshold.
+RULE_CAP = 4.0
 
 
 def parse_judge_output(text: str, threshold: float = 6.0) -> Grade:
@@ -63,6 +71,8 @@ def combine_grades(policy: str, rule: Grade | None, model: Grade | None, has_ref
         if has_reference_answer and rule is not None and rule.score is not None:
             return rule
         return model or rule or Grade(None, "unknown", "", "none", "no grader produced a grade")
+    if policy == "model_rule_cap":
+        return critic_capped_by_rule(rule, model)
     if policy == "both":
         if rule is None or rule.score is None:
             return model or Grade(None, "unknown", "", "none", "no grader produced a grade")
@@ -75,9 +85,42 @@ def combine_grades(policy: str, rule: Grade | None, model: Grade | None, has_ref
     raise ValueError(f"unknown grading policy {policy!r}")
 
 
+def critic_capped_by_rule(rule: Grade | None, model: Grade | None) -> Grade:
+    """The critic's score decides; a wrong final answer (rule check) may only lower it.
+
+    A rule-incorrect response is capped at RULE_CAP, below every keep threshold, and its
+    verdict is incorrect. Where the judge wrote no readable score, the rule grade stands
+    in and says so. The rule verdict is recorded beside the critic's score either way.
+    """
+    rv = rule.verdict if rule is not None and rule.score is not None else ""
+    if model is None or model.score is None:
+        if rv:
+            why = model.reason if model is not None else "judge did not run"
+            return replace(rule, grader="rule (judge ungraded)", reason=f"{rule.reason}; {why}", rule_verdict=rv)
+        return model or Grade(None, "unknown", "", "none", "no grader produced a grade")
+    score, verdict, grader = model.score, model.verdict, "model"
+    if rv == "incorrect":
+        verdict = "incorrect"
+        if score > RULE_CAP:
+            score, grader = RULE_CAP, "model, lowered by rule"
+    reason = model.reason + (f"; rule: {rule.reason}" if rv else "")
+    return Grade(score, verdict, model.analysis, grader, reason, (model.verdict == rv) if rv else None,
+                 rule_verdict=rv, model_score=model.score)
+
+
 def _reasoning_signature(text: str) -> str:
     """Numbers in order: two responses with the same arithmetic are the same reasoning."""
     return " ".join(re.findall(r"\d+(?:\.\d+)?", text[-3000:]))
+
+
+def canonical_answer(ans: str) -> str:
+    """The checker's normalisation, then one spelling per number: 7, 7.0 and "7 dollars" are one answer."""
+    a = normalise_answer(ans)
+    try:
+        x = Fraction(a)
+    except (ValueError, ZeroDivisionError):
+        return a
+    return str(x.numerator) if x.denominator == 1 else str(x)
 
 
 def select_for_rft(group: list[GradedSample], threshold: float, max_kept: int) -> list[GradedSample]:
@@ -90,6 +133,8 @@ def select_for_rft(group: list[GradedSample], threshold: float, max_kept: int) -
     for g in sorted(group, key=lambda g: (-(g.grade.score or 0), g.sample.sample_index)):
         if g.grade.score is None:
             g.kept, g.keep_reason = False, f"ungraded: {g.grade.reason}"
+        elif g.grade.rule_verdict == "incorrect":
+            g.kept, g.keep_reason = False, "rule check: final answer wrong"
         elif g.grade.score < threshold:
             g.kept, g.keep_reason = False, f"score {g.grade.score:g} < {threshold:g}"
         elif g.sample.finish_reason == "length":
@@ -105,7 +150,7 @@ def select_for_rft(group: list[GradedSample], threshold: float, max_kept: int) -
             if g.kept is not None:
                 continue
             sig = _reasoning_signature(g.sample.response) or " ".join(g.sample.response.split()).lower()
-            ans = extract_final_answer(g.sample.response)[0]
+            ans = canonical_answer(extract_final_answer(g.sample.response)[0])
             if sig in seen_reasoning:
                 g.kept, g.keep_reason = False, "duplicate reasoning"
                 continue
@@ -131,7 +176,7 @@ def build_dpo_pairs(group: list[GradedSample], messages: list[dict], min_gap: fl
     for c in hi:
         if len(pairs) >= max_pairs:
             break
-        if c.key in used or c.sample.finish_reason == "length":
+        if c.key in used or c.sample.finish_reason == "length" or c.grade.rule_verdict == "incorrect":
             continue
         for r in lo:
             if r.key in used or r.key == c.key:
@@ -154,9 +199,6 @@ def build_dpo_pairs(group: list[GradedSample], messages: list[dict], min_gap: fl
 
 
 def rft_policy(group: list[GradedSample], *, threshold: float, max_kept: int, system_prompt: str):
-    from core.prompts import solver_messages
-    from core.records import SFTExample
-
     select_for_rft(group, threshold, max_kept)
     kept = [SFTExample(g.key, solver_messages(g.sample.problem, system_prompt), g.sample.response)
             for g in group if g.kept]
@@ -164,8 +206,6 @@ def rft_policy(group: list[GradedSample], *, threshold: float, max_kept: int, sy
 
 
 def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, system_prompt: str):
-    from core.prompts import solver_messages
-
     pairs = build_dpo_pairs(group, solver_messages(group[0].sample.problem, system_prompt), min_gap, max_pairs)
     used = {k for p in pairs for k in (p.chosen_key, p.rejected_key)}
     for g in group:
@@ -176,16 +216,14 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
 
 
 def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None,
-                    hard_negatives: bool = True, balance: bool = False, counterfactual: bool = False):
-    """Critic bootstrap: turn rule-labelled samples into critique targets.
+                    hard_negatives: bool = True, balance: bool = False, counterfactual: bool = False,
+                    keep_threshold: float = 7.0):
+    """Critic bootstrap: turn sampled responses into critique targets with truthful bands.
 
-    Held-out prompts produce no training data; they are kept in the lineage for
-    measuring the trained critic's accuracy.
+    Each target's score and analysis come from `grade_work` on the very text the judge
+    reads (the rule verdict for the final answer, the step checker for the work). Held-out
+    prompts produce no training data; they measure the trained critic.
     """
-    from core.answers import extract_final_answer
-    from core.prompts import critique_text, judge_messages, wrong_final_answer
-    from core.records import SFTExample
-
     out = []
     wrong = 0
     problem = group[0].sample.problem
@@ -193,61 +231,69 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
         if problem.id in heldout:
             g.kept, g.keep_reason = False, "held out for critic evaluation"
             continue
-        if g.grade.verdict == "unknown" and extract_final_answer(g.sample.response)[0]:
+        wg = grade_work(problem, g.sample.response, g.grade.verdict)
+        if wg is None:
             g.kept, g.keep_reason = False, f"rule grader undecided: {g.grade.reason}"
             continue
-        extracted = extract_final_answer(g.sample.response)[0]
-        right = g.grade.verdict == "correct"
-        if not right and max_wrong is not None and wrong >= max_wrong:
+        if wg.score < keep_threshold and max_wrong is not None and wrong >= max_wrong:
             g.kept, g.keep_reason = False, f"over critic.max_wrong_per_prompt={max_wrong}"
             continue
-        wrong += not right
-        text = critique_text(extracted, problem.answer, right)
-        out.append(SFTExample(f"critique:{g.key}", judge_messages(problem, g.sample.response), text))
-        g.kept, g.keep_reason = True, "critique target"
-        if counterfactual and extracted:
-            out.extend(_counterfactual_critique(g, extracted, right))
+        wrong += wg.score < keep_threshold
+        out.append(critique_target(f"critique:{g.key}", problem, g.sample.response, wg))
+        g.kept, g.keep_reason = True, f"critique target, band {wg.score} ({wg.band})"
+        if counterfactual:
+            out += _swapped_target(g)
     if problem.id not in heldout:
-        # The reference solution itself is a fully right response: it balances the
-        # classes when the base model is mostly wrong.
-        ref = SFTExample(f"critique:{problem.id}#ref", judge_messages(problem, problem.reference),
-                         critique_text(problem.answer, problem.answer, True))
-        out.append(ref)
-        wrong_ref = wrong_final_answer(problem.reference, problem.answer, problem.id) if hard_negatives else None
-        if wrong_ref:
-            out.append(SFTExample(f"critique:{problem.id}#wrong-ref", judge_messages(problem, wrong_ref),
-                                  critique_text(extract_final_answer(wrong_ref)[0], problem.answer, False)))
+        out += reference_targets(problem, hard_negatives)
         if balance:
-            # Repeat the reference until right and wrong targets are equal in number: with
-            # ~80% wrong targets the judge learned to call everything wrong (docs/cpu-demo-report.md).
-            n_right = sum(x.response.endswith("Score: 9") for x in out)
-            out += [SFTExample(f"{ref.key}-{i}", ref.messages, ref.response)
-                    for i in range(1, len(out) - 2 * n_right + 1)]
+            out += _balancing_repeats(out, problem, keep_threshold)
     return group, out
 
 
-def _counterfactual_critique(g: GradedSample, extracted: str, right: bool) -> list:
-    """The same response with its final answer changed so that the verdict flips.
+def critique_target(key: str, problem: Problem, response: str, wg: WorkGrade) -> SFTExample:
+    return SFTExample(key, judge_messages(problem, response), wg.critique)
 
-    A wrong response gets the reference answer everywhere its own stood (now right); a
-    right one gets a nearby wrong number as its last answer only (now wrong, though the
-    reference's number still appears in its work). The reference stays the true one, so
-    labels stay truthful, and the only thing that tells the pair apart is the final answer
-    against the reference. Without this the 135M judge learned the class prior. Shortcuts
-    it took from looser versions (docs/cpu-demo-report.md): "a reference that fits the
-    question means they differ" when the reference was changed instead, and "the
-    reference's number appears somewhere, so they match" when every occurrence was changed.
-    """
-    from core.answers import extract_final_answer
-    from core.prompts import critique_text, judge_messages, replace_final_answer, shifted_integer
-    from core.records import SFTExample
 
-    problem = g.sample.problem
-    new = shifted_integer(extracted, g.key) if right else problem.answer.strip()
-    if not new or new == extracted:  # the rule grader disagreed with plain extraction: no clean flip
+def reference_targets(problem: Problem, hard_negatives: bool) -> list[SFTExample]:
+    """The reference (fully right) and, as hard negatives, its copies changed in one way each:
+    a false step with the answer kept (5), a slip carried to the answer (4), a wrong final
+    answer after right steps (3). Without them the judge learns that tidy work is right."""
+    texts = [("ref", problem.reference, "correct")]
+    if hard_negatives:
+        salt = salt_of(problem.id)
+        texts += [("flawed-ref", flawed_copy(problem.reference, salt), "correct"),
+                  ("slip-ref", slip_copy(problem.reference, salt), "incorrect"),
+                  ("wrong-ref", wrong_final_answer(problem.reference, problem.answer, salt), "incorrect")]
+    out = []
+    for name, text, verdict in texts:
+        wg = grade_work(problem, text, verdict) if text else None
+        if wg is not None:
+            out.append(critique_target(f"critique:{problem.id}#{name}", problem, text, wg))
+    return out
+
+
+def _swapped_target(g: GradedSample) -> list[SFTExample]:
+    """The same response with its final answer flipped (core.critique_data.answer_swapped),
+    labelled afresh: a wrong response given the right answer keeps its wrong work (5-6)."""
+    right = g.grade.verdict == "correct"
+    swapped = answer_swapped(g.sample.response, g.sample.problem, right, salt_of(g.key))
+    if swapped is None:
         return []
-    text = replace_final_answer(g.sample.response, extracted, new, last_only=right)
-    if not text or extract_final_answer(text)[0] != new:
+    text, verdict = swapped
+    wg = grade_work(g.sample.problem, text, verdict)
+    return [] if wg is None else [critique_target(f"critique:{g.key}#cf", g.sample.problem, text, wg)]
+
+
+def _balancing_repeats(out: list[SFTExample], problem: Problem, keep_threshold: float) -> list[SFTExample]:
+    """Repeat the reference target until passing and failing targets are equal in number:
+    with ~80% failing targets the judge learned to call everything wrong."""
+    ref = next((x for x in out if x.key.endswith("#ref")), None)
+    passing = sum(_target_score(x) >= keep_threshold for x in out)
+    if ref is None:
         return []
-    return [SFTExample(f"critique:{g.key}#cf", judge_messages(problem, text),
-                       critique_text(new, problem.answer, not right))]
+    return [SFTExample(f"{ref.key}-{i}", ref.messages, ref.response) for i in range(1, len(out) - 2 * passing + 1)]
+
+
+def _target_score(x: SFTExample) -> float:
+    g = parse_judge_output(x.response)
+    return g.score or 0.0

@@ -9,10 +9,12 @@ from __future__ import annotations
 from core.records import Problem
 
 JUDGE_SYSTEM = (
-    "You are Math-Critique. Compare the response's final answer with the reference answer "
-    "in one sentence, then end with 'Score: N' (1-10; 1-2 wrong, 9-10 fully right)."
+    "You are Math-Critique. Check each step of the response against the reference solution, "
+    "compare the final answers, then end with 'Score: N' (1-2 wrong, 3-5 flawed, 6-8 right with "
+    "issues, 9-10 fully right)."
 )  # short on purpose: every judge training example carries it, and CPU training time is per token
 MAX_JUDGED_RESPONSE_CHARS = 1500  # the judge sees the tail, where the answer is
+MAX_REFERENCE_CHARS = 800  # about 200 tokens of the reference solution: its steps, then its answer
 
 
 def solver_messages(problem: Problem, system_prompt: str) -> list[dict]:
@@ -21,29 +23,25 @@ def solver_messages(problem: Problem, system_prompt: str) -> list[dict]:
 
 
 def reference_for_judge(problem: Problem) -> str:
-    return problem.answer or problem.reference
+    """The reference solution, cut to a budget from its start, with its final answer kept."""
+    ref = (problem.reference or "").strip()
+    if not ref:
+        return problem.answer
+    if len(ref) > MAX_REFERENCE_CHARS:
+        ref = ref[:MAX_REFERENCE_CHARS] + " ..."
+    if problem.answer and problem.answer not in ref[-80:]:
+        ref += f"\nThe answer is {problem.answer}."
+    return ref
 
 
 def judge_messages(problem: Problem, response: str) -> list[dict]:
     resp = response if len(response) <= MAX_JUDGED_RESPONSE_CHARS else "..." + response[-MAX_JUDGED_RESPONSE_CHARS:]
     user = (
         f"Question: {problem.question}\n"
-        f"Reference answer: {reference_for_judge(problem)}\n"
+        f"Reference solution: {reference_for_judge(problem)}\n"
         f"Response: {resp}"
     )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def critique_text(extracted: str, reference: str, correct: bool) -> str:
-    """The critique target we train the judge to write (paper's score bands).
-
-    Both answers are written out before the verdict, so the judge decides by comparing
-    two numbers it has just copied rather than by how the response looks.
-    """
-    if not extracted:
-        return f"The response gives no final answer. The reference answer is {reference}.\nScore: 2"
-    verdict = "They match.\nScore: 9" if correct else "They differ.\nScore: 2"
-    return f"The response's final answer is {extracted}. The reference answer is {reference}. {verdict}"
 
 
 def wrong_final_answer(solution: str, answer: str, salt: str) -> str | None:

@@ -22,6 +22,7 @@ class Problem:
     answer: str = ""  # final answer only; empty when the source has none
     category: str = ""
     source: str = ""
+    steps: str = ""  # worked steps as "a op b = c" lines (GSM8K's <<...>> annotations); else read from reference
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Grade:
     grader: str = ""  # "rule", "model", "rule+model", ...
     reason: str = ""  # why this verdict / why ungraded
     agreement: bool | None = None  # rule vs model, when both ran
+    rule_verdict: str = ""  # what the answer check said, recorded beside a critic grade ("" when it did not run)
+    model_score: float | None = None  # the judge's own score before the rule could lower it
 
 
 @dataclass

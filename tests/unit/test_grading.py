@@ -212,7 +212,7 @@ def test_select_prefers_distinct_final_answers():
     group = [
         gs(0, 10, "3 + 4 = 7. \\boxed{7}"),
         gs(1, 9, "4 + 3 = 7. \\boxed{7}"),  # second-best score, same final answer as 0
-        gs(2, 8, "7 - 0 = 7. \\boxed{7.0}"),  # lower score but a distinct final answer
+        gs(2, 8, "8 - 0 = 8. \\boxed{8}"),  # lower score but a distinct final answer
     ]
     select_for_rft(group, threshold=7, max_kept=2)
     _check_all_decided(group)
@@ -314,6 +314,67 @@ def test_dpo_nothing_to_pair():
     assert _pairs([], min_gap=3) == []
 
 
+# ------------------------------------------------------------------ distinct answers, rule cap
+
+
+@pytest.mark.parametrize("a,b,same", [("7", "7.0", True), ("7", "7 dollars", True), ("$7", "7", True),
+                                      ("1,000", "1000", True), ("7", "8", False), ("1/2", "0.5", True),
+                                      ("x+1", "x+1", True), ("x+1", "x+2", False)])
+def test_canonical_answer_is_the_checkers_normalisation(a, b, same):
+    from core.grading import canonical_answer
+
+    assert (canonical_answer(a) == canonical_answer(b)) is same
+
+
+def test_select_treats_normalised_equal_answers_as_one():
+    group = [gs(0, 10, "3 + 4 = 7. The answer is 7."), gs(1, 9, "4 + 3 = 7. The answer is 7.0."),
+             gs(2, 8, "7 + 0 = 7. The answer is 7 dollars."), gs(3, 7.5, "8 + 0 = 8. The answer is 8.")]
+    select_for_rft(group, threshold=7, max_kept=2)
+    assert [g.kept for g in group] == [True, False, False, True]  # 7, 7.0 and 7 dollars are one answer
+
+
+def _capped(model_score, rule_verdict, threshold=7.0):
+    from core.grading import combine_grades
+
+    model = None if model_score is None else parse_judge_output(f"Fine.\nScore: {model_score}", threshold)
+    rule = None if rule_verdict is None else Grade(
+        None if rule_verdict == "unknown" else (9.0 if rule_verdict == "correct" else 2.0), rule_verdict,
+        grader="rule", reason="math-verify")
+    return combine_grades("model_rule_cap", rule, model, rule is not None)
+
+
+@pytest.mark.parametrize("model_score,rule,score,verdict,grader", [
+    (9, "correct", 9, "correct", "model"),
+    (5, "correct", 5, "incorrect", "model"),  # flawed work: the critic may score a right answer low
+    (9, "incorrect", 4, "incorrect", "model, lowered by rule"),  # the rule may only lower
+    (3, "incorrect", 3, "incorrect", "model"),
+    (10, None, 10, "correct", "model"),  # no checkable answer: the critic alone
+    (2, "unknown", 2, "incorrect", "model"),  # rule undecided: the critic alone
+    (None, "correct", 9, "correct", "rule (judge ungraded)"),
+    (None, "incorrect", 2, "incorrect", "rule (judge ungraded)"),
+    (None, None, None, "unknown", "none"),
+])
+def test_model_rule_cap_policy(model_score, rule, score, verdict, grader):
+    g = _capped(model_score, rule)
+    assert g.score == score and g.verdict == verdict and g.grader == grader
+    assert g.rule_verdict == ("" if rule in (None, "unknown") else rule)
+    if model_score is not None:
+        assert g.model_score == model_score
+
+
+def test_rule_incorrect_is_never_kept_nor_chosen_whatever_the_threshold():
+    def capped(i, model_score, rule):
+        g = _capped(model_score, rule)
+        return GradedSample(Sample(PROBLEM, i, f"Try {i}: {i} + 1 = {i + 1}. The answer is {i + 1}."), g)
+
+    group = [capped(0, 10, "incorrect"), capped(1, 6, "correct"), capped(2, 1, "correct")]
+    select_for_rft(group, threshold=3, max_kept=4)  # a threshold below the cap
+    assert [g.kept for g in group] == [False, True, False]
+    assert group[0].keep_reason == "rule check: final answer wrong"
+    pairs = build_dpo_pairs(group, MESSAGES, min_gap=1, max_pairs=4)
+    assert [(p.chosen_key, p.rejected_key) for p in pairs] == [("p1#1", "p1#2")]  # #0 (top critic score) never chosen
+
+
 # ------------------------------------------------------------------ critic bootstrap targets
 
 
@@ -325,45 +386,47 @@ def _critique(group, **kw):
     return annotated, out
 
 
-def test_critique_targets_follow_rule_labels_plus_reference():
-    group = [gs(0, 9.0, "So 3 + 4 = 7. The answer is 7."), gs(1, 2.0, "3 + 4 = 8. The answer is 8.")]
-    _, out = _critique(group, heldout=frozenset(), hard_negatives=False)
-    assert [x.response.splitlines()[-1] for x in out] == ["Score: 9", "Score: 2", "Score: 9"]
-    assert "final answer is 8. The reference answer is 7. They differ." in out[1].response
-    assert "final answer is 7. The reference answer is 7. They match." in out[0].response
-    assert out[-1].key == "critique:p1#ref"  # the reference solution, a fully right response
+def _score(x) -> int:
+    return int(x.response.rsplit("Score: ", 1)[1])
 
 
-def test_critique_hard_negative_is_the_reference_with_a_wrong_answer():
+def test_critique_targets_are_true_bands_of_the_work_plus_reference():
+    group = [gs(0, 9.0, "So 3 + 4 = 7. The answer is 7."), gs(1, 2.0, "3 + 4 = 8. The answer is 8."),
+             gs(2, 9.0, "3 + 4 = 6. The answer is 7.")]
+    annotated, out = _critique(group, heldout=frozenset(), hard_negatives=False)
+    assert [_score(x) for x in out] == [10, 4, 5, 10]
+    assert "The step 3 + 4 = 8 is wrong: 3 + 4 is 7." in out[1].response  # names the first wrong step
+    assert "The step 3 + 4 = 6 is wrong" in out[2].response and "matches the reference 7" in out[2].response
+    assert out[-1].key == "critique:p1#ref"
+    assert annotated[2].keep_reason.startswith("critique target, band 5")
+    assert "Reference solution: 3 + 4 = 7" in out[0].messages[-1]["content"]  # the judge sees the work
+
+
+def test_critique_hard_negatives_are_reference_copies_in_three_bands():
+    p2 = Problem("p2", PROBLEM.question, "Tom has 3 + 4 = 7 apples.\nThe answer is 7.", "7")
+    right = GradedSample(Sample(p2, 0, "3 + 4 = 7. The answer is 7."), Grade(9.0, "correct"))
+    _, out = _critique([right], heldout=frozenset())
+    by = {x.key.split("#", 1)[1]: x for x in out if "#" in x.key and not x.key.endswith("#0")}
+    assert {k: _score(v) for k, v in by.items()} == {"ref": 10, "flawed-ref": 5, "slip-ref": 4, "wrong-ref": 3}
     from core.prompts import replace_final_answer, wrong_final_answer
 
-    _, out = _critique([gs(0, 9.0)], heldout=frozenset())
-    hard = out[-1]
-    assert hard.key == "critique:p1#wrong-ref" and hard.response.endswith("They differ.\nScore: 2")
-    wrong = wrong_final_answer(PROBLEM.reference, PROBLEM.answer, PROBLEM.id)
-    assert wrong in hard.messages[-1]["content"] and wrong.split("=")[-1].strip() != "7"
-    # the last occurrence of the answer changes (right work, wrong final answer); non-integers are skipped
     out = wrong_final_answer("17 + 7 = 7.5 or 7. The answer is 7.", "7", "s")
     w = out.split()[-1].rstrip(".")
     assert w != "7" and out == f"17 + 7 = 7.5 or 7. The answer is {w}."
-    # replace_final_answer changes every standalone occurrence unless told otherwise
     assert replace_final_answer("17 + 7 = 7.5 or 7.", "7", "9") == "17 + 9 = 7.5 or 9."
     assert replace_final_answer("x", "7", "9") is None and replace_final_answer("7", "seven", "9") is None
     assert wrong_final_answer("x = 1/2", "1/2", "s") is None
-    assert wrong_final_answer("nothing here", "7", "s") is None
 
 
 def test_critique_balance_repeats_the_reference_until_classes_are_equal():
     group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
     _, out = _critique(group, heldout=frozenset(), balance=True)
-    scores = [x.response.splitlines()[-1] for x in out]
-    assert scores.count("Score: 9") == scores.count("Score: 2") == 5  # 4 wrong + the hard negative
+    passing = sum(_score(x) >= 7 for x in out)
+    assert passing == len(out) - passing
     assert len({x.key for x in out}) == len(out)  # copies get their own keys
-    _, plain = _critique(group, heldout=frozenset())
-    assert [x.response.splitlines()[-1] for x in plain].count("Score: 9") == 2
 
 
-def test_critique_counterfactual_answer_flips_the_verdict():
+def test_critique_counterfactual_answer_is_labelled_afresh():
     right = gs(0, 9.0, "3 + 4 = 7. So Tom has 7 apples. The answer is 7.")
     wrong = gs(1, 2.0, "3 + 4 = 8. So Tom has 8 apples, not 17. The answer is 8.")
     blank = gs(2, 2.0, "I am not sure.")
@@ -371,38 +434,30 @@ def test_critique_counterfactual_answer_flips_the_verdict():
     by_key = {x.key: x for x in out}
     assert set(by_key) == {"critique:p1#0", "critique:p1#0#cf", "critique:p1#1", "critique:p1#1#cf",
                            "critique:p1#2", "critique:p1#ref"}  # no counterfactual without a final answer
-    # the wrong response with the reference's answer in place of its own: now right, same true reference
+    # a wrong response given the reference's answer: right answer, the work still false -> 5
     cf = by_key["critique:p1#1#cf"]
     assert "Response: 3 + 4 = 7. So Tom has 7 apples, not 17. The answer is 7." in cf.messages[-1]["content"]
-    assert "Reference answer: 7" in cf.messages[-1]["content"]
-    assert cf.response == "The response's final answer is 7. The reference answer is 7. They match.\nScore: 9"
-    # the right response with a nearby wrong number as its last answer only: now wrong,
-    # although the reference's number still appears in its work
-    cf = by_key["critique:p1#0#cf"]
-    fake = cf.response.split("final answer is ")[1].split(".")[0]
-    assert fake != "7" and f"3 + 4 = 7. So Tom has 7 apples. The answer is {fake}." in cf.messages[-1]["content"]
-    assert cf.response.endswith("The reference answer is 7. They differ.\nScore: 2")
-    _, plain = _critique([right, wrong, blank], heldout=frozenset(), hard_negatives=False)
-    assert not any(x.key.endswith("#cf") for x in plain)
-
-
-def test_critique_counterfactual_skipped_when_the_rule_label_disagrees_with_extraction():
-    # labelled wrong although its last number is the reference's: flipping it would repeat it as right
-    odd = gs(0, 2.0, "3 + 4 = 7 apples, which is 7.")
-    _, out = _critique([odd], heldout=frozenset(), hard_negatives=False, counterfactual=True)
-    assert [x.key for x in out] == ["critique:p1#0", "critique:p1#ref"]
+    assert _score(cf) == 10  # every 8 became 7: the work is now true too
+    # a right response with a nearby wrong number as its last answer only: steps right, answer wrong -> 3
+    assert _score(by_key["critique:p1#0#cf"]) == 3
+    assert _score(by_key["critique:p1#2"]) == 1  # no final answer
 
 
 def test_critique_caps_wrong_answers_per_prompt():
-    group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(4)] + [gs(4, 9.0)]
+    group = [gs(i, 2.0, f"{i} + 4 = {i + 4}. The answer is {i + 4}.") for i in range(10, 14)]
+    group.append(gs(4, 9.0, "3 + 4 = 7. The answer is 7."))
     annotated, out = _critique(group, heldout=frozenset(), max_wrong=2, hard_negatives=False)
-    scores = [x.response.splitlines()[-1] for x in out]
-    assert scores.count("Score: 2") == 2 and scores.count("Score: 9") == 2  # right answer + reference kept
+    assert [_score(x) for x in out].count(2) == 2
     capped = [g for g in annotated if g.kept is False]
-    assert [g.sample.sample_index for g in capped] == [2, 3]
+    assert [g.sample.sample_index for g in capped] == [12, 13]
     assert all("max_wrong_per_prompt=2" in g.keep_reason for g in capped)
 
 
 def test_critique_heldout_prompt_gives_no_training_data():
     annotated, out = _critique([gs(0, 9.0), gs(1, 2.0)], heldout=frozenset({"p1"}))
     assert out == [] and all(g.keep_reason == "held out for critic evaluation" for g in annotated)
+
+
+def test_critique_undecided_rule_is_no_target():
+    annotated, out = _critique([gs(0, None, "The answer is 7.")], heldout=frozenset(), hard_negatives=False)
+    assert [x.key for x in out] == ["critique:p1#ref"] and "undecided" in annotated[0].keep_reason

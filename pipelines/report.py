@@ -139,28 +139,58 @@ def md_paired(res: dict) -> list[str]:
 
 
 def md_critic(res: dict) -> list[str]:
-    crit = res.get("critic") or {}
     lines = []
-    if crit:
-        ca = crit.get("critic_accuracy")
-        lines += ["## Critic", "",
-                  f"- held-out accuracy (agreement with the rule label): "
-                  f"{'n/a' if ca is None else f'{ca:.3f}'} on {crit.get('critic_n')} responses",
-                  f"- balanced accuracy: {crit.get('critic_balanced_accuracy', 'n/a')}",
-                  f"- ungraded judge outputs: {crit.get('critic_ungraded', 'n/a')}", ""]
-    on_eval = res.get("critic_on_eval") or {}
-    if on_eval.get("critic_n"):
-        lines += [f"- on {on_eval['critic_n']} of the eval stage's greedy responses (spread over the stages; "
-                  f"{on_eval['critic_n_correct_label']} right by the rule): accuracy "
-                  f"{on_eval['critic_accuracy']:.3f}, balanced {on_eval['critic_balanced_accuracy']:.3f}", ""]
-    return lines
+    for title, m in (("critic stage's held-out probe", res.get("critic") or {}),
+                     ("eval responses (base, RFT, DPO) and their flawed copies", res.get("critic_on_eval") or {})):
+        if m.get("critic_n"):
+            lines += critic_lines(title, m)
+    return (["## Critic", ""] + lines) if lines else []
+
+
+def critic_lines(title: str, m: dict) -> list[str]:
+    """One probe's figures: the gate's balanced accuracy, ranking, per-band means, flawed work."""
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    bands = ", ".join(f"{b}: {v:.1f}" for b, v in (m.get("critic_mean_score_by_band") or {}).items())
+    return [f"On the {title}: {m['critic_n']} responses, {m.get('critic_n_pass')} passing and "
+            f"{m.get('critic_n_fail')} not (true band >= keep threshold)", "",
+            f"- balanced accuracy {f(m.get('critic_balanced_accuracy'))} (accuracy {f(m.get('critic_accuracy'))})",
+            f"- AUC of the critic's score against the rule label {f(m.get('critic_auc'))}",
+            f"- flawed-work detection {f(m.get('flawed_work_detection'))} on {m.get('flawed_n')} pairs "
+            "(a right response with one intermediate result made false scores below the clean one)",
+            f"- mean critic score by true band: {bands or 'n/a'}",
+            f"- score bands in the critic's outputs: {', '.join(m.get('critic_bands_used') or []) or 'n/a'}; "
+            f"ungraded outputs {m.get('critic_ungraded')}", ""]
+
+
+def md_selection(res: dict) -> list[str]:
+    """Who chose the training data, and where the critic and the rule disagreed (with examples)."""
+    lines = []
+    for s in ("rft", "dpo"):
+        sel = (res.get(s) or {}).get("selection") or {}
+        if not sel:
+            continue
+        share = sel.get("critic_vs_rule_differ_share")
+        lines += [f"- {s.upper()}: kept or paired samples by grader {sel.get('decided_by_kept')}; the critic judged "
+                  f"{sel.get('judged')} samples; its pass/fail differed from the rule's verdict on "
+                  f"{'n/a' if share is None else f'{share:.1%}'} of {sel.get('critic_vs_rule_compared')}; "
+                  f"{sel.get('lowered_by_rule')} scores lowered by the rule"]
+        lines += [f"  - e.g. critic {x['critic_score']}, rule {x['rule_verdict']}: "
+                  f"\"{_one_line(x['critic_analysis'])}\" on \"...{_one_line(x['response'][-120:])}\""
+                  for x in sel.get("differ_examples", [])]
+    return (["## Who selected the data", ""] + lines + [""]) if lines else []
+
+
+def _one_line(t: str) -> str:
+    return " ".join(str(t).split()).replace("|", "/")
 
 
 def md_stages(res: dict) -> list[str]:
     lines = []
     for s in ("rft", "dpo"):
         if res.get(s):
-            lines += [f"## {s.upper()}", ""] + [f"- {k}: {v}" for k, v in res[s].items()] + [""]
+            lines += [f"## {s.upper()}", ""] + [f"- {k}: {v}" for k, v in res[s].items() if k != "selection"] + [""]
     return lines
 
 
@@ -183,7 +213,7 @@ def md_categories(res: dict) -> list[str]:
 
 
 def render_markdown(res: dict, plot_names: list[str]) -> str:
-    lines = (md_header(res) + md_accuracy(res) + md_paired(res) + md_critic(res) + md_stages(res)
+    lines = (md_header(res) + md_accuracy(res) + md_paired(res) + md_critic(res) + md_selection(res) + md_stages(res)
              + md_categories(res))
     lines += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{p})" for p in plot_names] + [""]
     return "\n".join(lines)

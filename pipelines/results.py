@@ -87,18 +87,26 @@ def eval_figures(run: RunDir, ev: dict, seed: int) -> dict:
 
 def critic_note(res: dict) -> str:
     """One plain sentence on the critic, from the figures (the report and README quote it)."""
-    if res.get("critic_accuracy") is None:
+    if res.get("critic_balanced_accuracy") is None:
         return "No trained critic was evaluated in this run."
-    parts = [f"Critic held-out accuracy {res['critic_accuracy']:.3f} on the critic stage's "
-             f"{res.get('critic_n')} responses ({res.get('critic_n_correct_label')} right by the rule"]
-    if res.get("critic_balanced_accuracy") is not None:
-        parts[-1] += f"; balanced {res['critic_balanced_accuracy']:.3f}"
-    parts[-1] += ")"
+    parts = [f"Critic balanced accuracy {res['critic_balanced_accuracy']:.3f} on the critic stage's held-out probe "
+             f"of {res.get('critic_n')} responses ({res.get('critic_n_pass')} passing, {res.get('critic_n_fail')} not; "
+             f"AUC {_f(res.get('critic_auc'))}, flawed-work detection {_f(res.get('flawed_work_detection'))})"]
     oe = res.get("critic_on_eval") or {}
     if oe.get("critic_n"):
-        parts.append(f"and {oe['critic_accuracy']:.3f} (balanced {oe['critic_balanced_accuracy']:.3f}) on "
-                     f"{oe['critic_n']} eval responses spread over the stages ({oe['critic_n_correct_label']} right)")
+        parts.append(f"and {_f(oe.get('critic_balanced_accuracy'))} on {oe['critic_n']} eval responses and their "
+                     f"flawed copies ({oe.get('critic_n_pass')} passing; flawed-work detection "
+                     f"{_f(oe.get('flawed_work_detection'))})")
     return ", ".join(parts) + "."
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def selection_grader(metrics: dict) -> dict:
+    """Per stage: which grader decided the kept (RFT) or paired (DPO) samples, with counts."""
+    return {s: (metrics[s].get("selection") or {}).get("decided_by_kept") for s in ("rft", "dpo") if metrics[s]}
 
 
 def build(run: RunDir, provenance_now: dict | None = None) -> dict:
@@ -120,6 +128,7 @@ def build(run: RunDir, provenance_now: dict | None = None) -> dict:
     for source in (crit, ev):  # the critic's and the eval's own fields, whatever they are
         for k, v in source.items():
             res.setdefault(k, v)
+    res["selection_grader"] = selection_grader(metrics)
     res["critic_note"] = critic_note(res)
     return res
 

@@ -1,0 +1,115 @@
+"""A critic-graded stage on real Ray and real vLLM engines: the critic's score decides what
+RFT keeps, and the rule check (math-verify) can only lower it.
+
+The judges are the tiny test model after a few seconds of plain-torch SFT to always write
+one fixed critique ("... Score: 9" or "... Score: 2"): a judge whose verdict the test knows,
+served by a real vLLM engine through the real CriticWorker.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors.buffer import Buffer
+from actors.critic import CriticWorker
+from actors.engine import SamplingSpec
+from actors.pool import ActorPool
+from actors.sampler import SamplerWorker
+from actors.stream import run_rollout
+from core.grading import rft_policy
+from core.problem_gen import generate_problems
+
+pytestmark = pytest.mark.integration
+
+ENGINE = dict(max_model_len=512, kv_cache_gib=1.0)
+SPEC = SamplingSpec(n=4, temperature=1.0, top_p=1.0, max_new_tokens=48)
+SYSTEM = "Solve it."
+
+
+def fixed_judge(tiny_model: str, score: int) -> str:
+    """The tiny model taught to answer every judge prompt with the same critique."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.models import publish_checkpoint
+    from core.prompts import judge_messages
+    from learners.batching import collate, encode, pad_id
+    from learners.losses import sft_loss
+
+    out = Path(os.environ["SELFCRITIQUE_CACHE"]) / "models" / f"tiny-judge-{score}"
+    if (out / ".complete").exists():
+        return str(out)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    probs = generate_problems(16, "train", (1, 2), 1)
+    target = f"The work is checked.\nScore: {score}"
+    data = [encode(tok, judge_messages(p, p.reference), target, 256) for p in probs]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for _ in range(40):
+        b = collate([data[i] for i in torch.randperm(len(data))[:8].tolist()], pad_id(tok))
+        sft_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]).backward()
+        opt.step()
+        opt.zero_grad()
+    publish_checkpoint(model.to(torch.bfloat16), tok, out, f"fixed judge, score {score}")
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def samplers(ray_local, warm_tiny_model):
+    pool = ActorPool(SamplerWorker, 1, (warm_tiny_model, "warm", ENGINE, SYSTEM), num_cpus=1, name="samplers")
+    pool.wait_ready(timeout=600)
+    yield pool
+    pool.shutdown()
+
+
+def _stage(samplers, judge_path: str, run_dir: Path):
+    critics = ActorPool(CriticWorker, 1, ("model_rule_cap", judge_path, "judge", ENGINE, 24, 7.0), num_cpus=1,
+                        name="critics")
+    critics.wait_ready(timeout=600)
+    try:
+        policy = functools.partial(rft_policy, threshold=7.0, max_kept=4, system_prompt=SYSTEM)
+        buf = Buffer.remote(str(run_dir), capacity=256, group_size=SPEC.n, group_policy=policy)
+        run_rollout(generate_problems(6, "train", (1, 2), 0), samplers, critics, buf, SPEC, batch_prompts=3)
+        ray.kill(buf)
+    finally:
+        critics.shutdown()
+    graded = {}
+    for line in (run_dir / "decisions.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        graded[d["key"]] = d
+    lineage = [json.loads(x) for x in (run_dir / "lineage.jsonl").read_text().splitlines()]
+    return lineage, graded
+
+
+def _kept(row: dict, decisions: dict) -> bool:
+    key = f"{row['sample']['problem']['id']}#{row['sample']['sample_index']}"
+    return decisions[key]["kept"]
+
+
+def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(samplers, tiny_model, tmp_path):
+    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 9), tmp_path / "pass")
+    assert len(lineage) == 6 * SPEC.n
+    grades = [r["grade"] for r in lineage]
+    assert all(g["model_score"] == 9 for g in grades)  # the judge graded every sample
+    right = [r for r in lineage if r["grade"]["rule_verdict"] == "correct"]
+    wrong = [r for r in lineage if r["grade"]["rule_verdict"] == "incorrect"]
+    assert right and wrong, "the warm tiny model should give both right and wrong answers"
+    assert all(r["grade"]["grader"] == "model, lowered by rule" and r["grade"]["score"] == 4 for r in wrong)
+    assert not any(_kept(r, decisions) for r in wrong)  # never kept, though the critic said 9
+    kept = [r for r in lineage if _kept(r, decisions)]
+    assert kept and all(r["grade"]["grader"] == "model" and r["grade"]["score"] == 9 for r in kept)
+
+
+def test_failing_critic_keeps_nothing_even_where_the_rule_says_right(samplers, tiny_model, tmp_path):
+    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 2), tmp_path / "fail")
+    right = [r for r in lineage if r["grade"]["rule_verdict"] == "correct"]
+    assert right and all(r["grade"]["score"] == 2 and r["grade"]["grader"] == "model" for r in right)
+    assert not any(d["kept"] for d in decisions.values())
+    assert all("< 7" in d["reason"] for d in decisions.values() if d.get("reason", "").startswith("score"))

@@ -376,3 +376,87 @@ def test_bad_on_bad_row_value(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [GOOD_GSM])
     with pytest.raises(ValueError, match="on_bad_row"):
         load("gsm8k", path, mode="ignore")
+
+
+# ------------------------------------------------------------------ hub-style sets: config name and revision
+
+
+def _gsm8k_rows(split: str, n: int = 12) -> list[dict]:
+    """Real GSM8K rows from the shared folder, or the committed fixture's rows without it."""
+    src = SHARED / "gsm8k" / f"{split}.jsonl"
+    rows = [r for _, r in raw_rows(src if src.is_file() else FIXTURES / "gsm8k_sample.jsonl")]
+    return rows[:n] if src.is_file() else [{**r, "question": f"{split}: {r['question']}"} for r in rows]
+
+
+def hub_copy(root: Path, splits=("train", "test")) -> Path:
+    """A local copy laid out like the hub repo openai/gsm8k: a dataset card whose `configs`
+    metadata maps each config (main, socratic) and split to `<config>/<split>-*.parquet`.
+    The socratic rows are marked, so loading the wrong config shows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    card = {"configs": []}
+    for config in ("main", "socratic"):
+        files = []
+        for split in splits:
+            rows = [r if config == "main" else {**r, "question": "SOCRATIC " + r["question"]}
+                    for r in _gsm8k_rows(split)]
+            out = root / config / f"{split}-00000-of-00001.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(rows), out)
+            files.append({"split": split, "path": f"{config}/{split}-*"})
+        card["configs"].append({"config_name": config, "data_files": files})
+    (root / "README.md").write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n# GSM8K (test copy)\n")
+    return root
+
+
+def test_gpu_profile_data_spec_loads_hub_style_copy_with_config_main(tmp_path):
+    from core.config import load_config
+
+    copy = hub_copy(tmp_path / "gsm8k")
+    cfg = load_config(ROOT / "configs" / "gpu-cluster.yaml")
+    assert cfg.data.train.config == cfg.data.test.config == "main"
+    for spec in (cfg.data.train, cfg.data.test):
+        probs, report = load_problems(spec.model_copy(update={"path": str(copy)}))
+        rows = _gsm8k_rows(spec.split)
+        assert [p.question for p in probs] == [r["question"] for r in rows]  # main, not socratic
+        assert [p.answer for p in probs] == [r["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+                                             for r in rows]
+        assert report.loaded == len(rows) and probs[0].id == f"gsm8k-{spec.split}-0"
+
+
+def test_hub_style_copy_other_config_is_loaded_when_named(tmp_path):
+    copy = hub_copy(tmp_path / "gsm8k", splits=("test",))
+    probs, _ = load("gsm8k", copy, split="test", config="socratic")
+    assert probs and all(p.question.startswith("SOCRATIC ") for p in probs)
+
+
+@pytest.mark.parametrize("config,expected", [(None, "no config name"), ("nope", "config 'nope'")])
+def test_hub_style_copy_without_or_with_unknown_config(tmp_path, config, expected):
+    copy = hub_copy(tmp_path / "gsm8k", splits=("test",))
+    with pytest.raises(DataError, match=re.escape(f"could not load {str(copy)!r} ({expected}, split 'test')")) as e:
+        load("gsm8k", copy, split="test", config=config)
+    assert "main" in str(e.value) and "socratic" in str(e.value)  # datasets names the configs there are
+
+
+def test_hub_load_args_pass_revision_to_hub_ids_only():
+    from core.data import hub_load_args
+
+    spec = DatasetSpec(kind="gsm8k", path="openai/gsm8k", config="main", revision="v1.0", split="test")
+    assert hub_load_args(spec, local=False) == {"name": "main", "split": "test", "revision": "v1.0"}
+    assert hub_load_args(spec, local=True) == {"name": "main", "split": "test"}
+    plain = DatasetSpec(kind="hub", path="org/set")
+    assert hub_load_args(plain, local=False) == {"name": None, "split": "train"}
+
+
+def test_local_copy_reports_that_the_revision_does_not_apply(tmp_path):
+    copy = hub_copy(tmp_path / "gsm8k", splits=("test",))
+    _, report = load("gsm8k", copy, split="test", config="main", revision="abc123")
+    assert "revision 'abc123' applies to hub ids only" in report.summary()
+
+
+@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs HF_HUB_OFFLINE=1 to fail fast offline")
+def test_unreachable_hub_id_names_config_and_revision():
+    with pytest.raises(DataError, match=re.escape("(config 'main', split 'test', revision 'v9')")):
+        load("gsm8k", "no-such-org/gsm8k", split="test", config="main", revision="v9")

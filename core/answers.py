@@ -104,6 +104,23 @@ def extract_final_answer(text: str) -> tuple[str, str]:
 _STATED = frozenset({"boxed", "####", "answer-is"})
 
 
+def looping(text: str, repeats: int = 3, min_span: int = 60, max_period: int = 200) -> bool:
+    """True when the text ends in one piece repeated at least `repeats` times over `min_span` chars.
+
+    Greedy decoding of a small model can fall into such a loop; no token budget would let
+    it finish, so a loop cut off by the budget says nothing about the budget (reported apart).
+    """
+    text = text.rstrip()
+    for p in range(1, max_period + 1):
+        n = max(repeats, -(-min_span // p))
+        if n * p > len(text):
+            break
+        unit = text[-p:]
+        if unit.strip() and text.endswith(unit * n):
+            return True
+    return False
+
+
 def cut_off_unanswered(response: str, finish_reason: str) -> bool:
     """True when the token budget stopped a response before it stated a final answer.
 

@@ -12,7 +12,7 @@ from itertools import combinations
 
 import numpy as np
 
-from core.answers import cut_off_unanswered
+from core.answers import cut_off_unanswered, looping
 from core.grading import RULE_SCORES
 from core.records import GradedSample
 
@@ -30,6 +30,13 @@ def judge_cut_offs(graded: list[GradedSample]) -> list[GradedSample]:
     return out
 
 
+def stop_kind(response: str, finish_reason: str) -> str:
+    """"finished", "cut off" (the budget stopped it) or "looping" (stopped inside a repetition loop)."""
+    if finish_reason != "length":
+        return "finished"
+    return "looping" if looping(response) else "cut off"
+
+
 def eval_outcomes(graded: list[GradedSample]) -> dict:
     """Accuracy, per-category accuracy, per-problem correctness and the cut-off share of one model."""
     judged = judge_cut_offs(graded)
@@ -38,9 +45,12 @@ def eval_outcomes(graded: list[GradedSample]) -> dict:
     for g in judged:
         by_cat.setdefault(g.sample.problem.category or "all", []).append(correct[g.sample.problem.id])
     n = len(judged)
+    stops = [stop_kind(g.sample.response, g.sample.finish_reason) for g in judged]
     return {"accuracy": sum(correct.values()) / max(n, 1), "n": n,
             "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())},
-            "truncated": sum(g.sample.finish_reason == "length" for g in judged) / max(n, 1),
+            # cut off by the budget: a larger one could have let it finish (loops apart: none would)
+            "truncated": sum(s == "cut off" for s in stops) / max(n, 1),
+            "looping": sum(s == "looping" for s in stops) / max(n, 1),
             "cut_off_unanswered": sum(cut_off_unanswered(g.sample.response, g.sample.finish_reason) for g in graded),
             "correct": correct, "graded": judged}
 

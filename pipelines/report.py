@@ -107,14 +107,19 @@ def md_header(res: dict) -> list[str]:
     return lines
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x * 100:.1f}%"
+
+
 def md_accuracy(res: dict) -> list[str]:
-    acc, tr = res.get("accuracy") or {}, res.get("truncated") or {}
-    lines = ["| stage | held-out greedy accuracy | cut off |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {v * 100:.1f}% | {tr[k] * 100:.1f}% |" if k in tr else f"| {k} | {v * 100:.1f}% | n/a |"
-              for k, v in acc.items()]
+    acc, tr, loop = res.get("accuracy") or {}, res.get("truncated") or {}, res.get("looping") or {}
+    lines = ["| stage | held-out greedy accuracy | cut off by the budget | stopped in a loop |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v * 100:.1f}% | {_pct(tr.get(k))} | {_pct(loop.get(k))} |" for k, v in acc.items()]
     lines += ["", f"Evaluated on {res.get('n_eval', 0)} held-out problems (greedy, at most "
-              f"{res.get('eval_max_new_tokens', 'n/a')} new tokens; a response cut off before it states a final "
-              "answer counts as wrong).", ""]
+              f"{res.get('eval_max_new_tokens', 'n/a')} new tokens). A response stopped before it states a final "
+              "answer counts as wrong. \"Stopped in a loop\": it was repeating the same text when the budget "
+              "stopped it (greedy decoding stuck in a loop), counted apart from the budget's cut-offs.", ""]
     for k, share in tr.items():
         if share > TRUNCATION_WARN:
             lines += [f"**Warning:** {share * 100:.1f}% of {k}'s responses were cut off by the token budget "

@@ -275,7 +275,7 @@ def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, pr
 def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) -> dict:
     cfg = rt.cfg
     problems = rt.problems("test")[: cfg.eval.problems]
-    results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems), "truncated": {},
+    results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems), "truncated": {}, "looping": {},
                      "cut_off_unanswered": {}, "max_new_tokens": cfg.eval.max_new_tokens}
     responses, correct = [], {}
     for label, ckpt in models.items():
@@ -283,6 +283,7 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
         results["accuracy"][label] = r["accuracy"]
         results["by_category"][label] = r["by_category"]
         results["truncated"][label] = r["truncated"]
+        results["looping"][label] = r["looping"]
         results["cut_off_unanswered"][label] = r["cut_off_unanswered"]
         correct[label] = r["correct"]
         responses += r["graded"]

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.answers import MAX_ANSWER_CHARS, MAX_SCAN_CHARS, AnswerChecker, cut_off_unanswered, extract_final_answer
+from core.answers import MAX_ANSWER_CHARS, MAX_SCAN_CHARS, AnswerChecker, cut_off_unanswered, extract_final_answer, looping
 
 MB = 1_000_000
 
@@ -256,6 +256,19 @@ def test_unclosed_boxed_in_the_scan_window_is_no_answer():
 def test_cut_off_unanswered(text, finish, cut):
     """A response the budget stopped before it stated an answer: its last number is no answer."""
     assert cut_off_unanswered(text, finish) is cut
+
+
+@pytest.mark.parametrize("text,loops", [
+    pytest.param("Then 5 + 3 = 8. " * 10, True, id="sentence-loop"),
+    pytest.param("So the total is " + "1, 2, " * 40 + "1, 2", True, id="loop-cut-mid-unit"),
+    pytest.param("!" * 80, True, id="one-character-loop"),
+    pytest.param("Then 5 + 3 = 8. " * 2, False, id="two-repeats-short"),
+    pytest.param("The total is 5000000", False, id="zeros-of-a-number"),
+    pytest.param("First 3 + 4 = 7. Next 7 * 2 = 14. Then 14 - 1 = 13. Finally 13 + 6 = 19. So we", False, id="progress"),
+    pytest.param(" " * 100, False, id="only-spaces"),
+])
+def test_looping(text, loops):
+    assert looping(text) is loops
 
 
 # ------------------------------------------------------------------ the deadline

@@ -62,7 +62,7 @@ def run_dir(tmp_path) -> RunDir:
     stage_metrics = {
         "critic": crit, "rft": {"samples": 24, "kept": 5, "rejected": 19}, "dpo": {"samples": 24, "kept": 8, "rejected": 16},
         "eval": {"accuracy": {s: o["accuracy"] for s, o in outcomes.items()}, "n_eval": N,
-                 "by_category": {s: o["by_category"] for s, o in outcomes.items()}, "selection_grader": "rule",
+                 "by_category": {s: o["by_category"] for s, o in outcomes.items()}, "a_new_eval_field": [1, 2],
                  "critic_on_eval": {"critic_accuracy": 0.9, "critic_balanced_accuracy": 0.85, "critic_n": 12,
                                     "critic_n_correct_label": 4}}}
     for i, (stage, m) in enumerate(stage_metrics.items()):
@@ -87,7 +87,7 @@ def test_fields_the_stages_add_pass_through(run_dir):
     res = build(run_dir)
     for k in ("critic_auc", "flawed_work_detection", "critic_balanced_accuracy"):
         assert res[k] == run_dir.manifest["stages"]["critic"]["metrics"][k]
-    assert res["selection_grader"] == run_dir.manifest["stages"]["eval"]["metrics"]["selection_grader"]
+    assert res["a_new_eval_field"] == run_dir.manifest["stages"]["eval"]["metrics"]["a_new_eval_field"]
 
 
 def test_old_runs_get_truncation_and_paired_figures_from_the_eval_lineage(run_dir):
@@ -116,7 +116,7 @@ def test_stage_minutes_come_from_the_manifest_times(run_dir):
 
 def test_critic_note_is_written_from_the_figures(run_dir):
     note = build(run_dir)["critic_note"]
-    assert "0.800" in note and "10 responses" in note and "12 eval responses" in note
+    assert "0.700" in note and "10 responses" in note and "12 eval responses" in note
 
 
 @pytest.mark.parametrize("breaks,why", [

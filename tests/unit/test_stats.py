@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,7 @@ CASES = [  # (response, finish reason, rule verdict, counts as correct, cut off 
     ("6 * 7 = 41", "length", "incorrect", False, True),
     ("no numbers at all", "length", "unknown", False, True),
     ("6 * 7 = 42", "", "correct", True, False),  # no finish reason recorded: graded as before
+    ("so 6 * 7 = 42. " * 10, "length", "correct", False, True),  # stuck in a loop
 ]
 
 
@@ -112,8 +114,42 @@ def test_eval_outcomes_counts_cut_offs_and_accuracy():
     assert out["n"] == len(CASES)
     assert out["accuracy"] == pytest.approx(sum(c[3] for c in CASES) / len(CASES))
     assert out["cut_off_unanswered"] == sum(c[4] for c in CASES)
-    assert out["truncated"] == pytest.approx(sum(c[1] == "length" for c in CASES) / len(CASES))
+    assert out["looping"] == pytest.approx(1 / len(CASES))  # the last case; the other cut-offs are the budget's
+    assert out["truncated"] == pytest.approx((sum(c[1] == "length" for c in CASES) - 1) / len(CASES))
     assert out["correct"] == {f"p{i}": c[3] for i, c in enumerate(CASES)}
     for cat in ("level1", "level2"):
         rows = [c for i, c in enumerate(CASES) if f"level{1 + i % 2}" == cat]
         assert out["by_category"][cat] == pytest.approx(sum(c[3] for c in rows) / len(rows))
+
+
+# ------------------------------------------------------------------ bench/efficacy.py's aggregation over seeds
+
+
+def test_efficacy_aggregates_each_stage_over_seeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from efficacy import aggregate
+
+    rng = random.Random(4)
+    summaries = {}
+    for seed in (3, 1, 2):
+        acc = {s: rng.random() for s in ("base", "rft", "dpo")}
+        paired = {"dpo_vs_base": {"diff": acc["dpo"] - acc["base"], "ci95": [-0.1, 0.2]}}
+        summaries[seed] = {"accuracy": acc, "paired": paired, "truncated": {s: 0.01 for s in acc}, "minutes": 30.0}
+    out = aggregate(summaries)
+    assert out["seeds"] == [1, 2, 3]
+    for s in ("base", "rft", "dpo"):
+        accs = [summaries[k]["accuracy"][s] for k in (1, 2, 3)]
+        assert out["stages"][s]["accuracy_per_seed"] == accs
+        assert out["stages"][s]["accuracy_mean"] == pytest.approx(statistics.mean(accs))
+        assert out["stages"][s]["accuracy_sd"] == pytest.approx(statistics.stdev(accs))
+    diffs = [summaries[k]["paired"]["dpo_vs_base"]["diff"] for k in (1, 2, 3)]
+    assert out["paired"]["dpo_vs_base"]["diff_mean"] == pytest.approx(statistics.mean(diffs))
+    assert set(out["paired"]) == {"dpo_vs_base"}
+
+
+def test_efficacy_leaves_out_a_stage_that_a_seed_lacks(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from efficacy import aggregate
+
+    out = aggregate({0: {"accuracy": {"base": 0.1, "rft": 0.2}}, 1: {"accuracy": {"base": 0.2}}})
+    assert set(out["stages"]) == {"base"} and out["paired"] == {}

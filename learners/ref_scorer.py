@@ -15,13 +15,15 @@ from learners.losses import sequence_logps
 
 
 class ReferenceScorer:
-    def __init__(self, model_path: str, max_len: int = 384, dtype: str = "auto", batch_size: int = 8):
+    def __init__(self, model_path: str, max_len: int = 384, dtype: str = "auto", batch_size: int = 8,
+                 device: str = "cpu"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from core.hardware import resolve_dtype
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype(dtype))).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, resolve_dtype(dtype))).to(device).eval()
         self.model.requires_grad_(False)
         self.max_len = max_len
         self.batch_size = batch_size
@@ -32,7 +34,7 @@ class ReferenceScorer:
         for i in range(0, len(responses), self.batch_size):
             enc = [encode(self.tokenizer, m, r, self.max_len)
                    for m, r in zip(messages[i:i + self.batch_size], responses[i:i + self.batch_size])]
-            b = collate(enc, pad_id(self.tokenizer))
+            b = {k: v.to(self.model.device) for k, v in collate(enc, pad_id(self.tokenizer)).items()}
             logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             lp, _ = sequence_logps(logits, b["labels"])
             out.extend(lp.tolist())

@@ -96,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.self_critique", description=__doc__.split("\n")[0])
     ap.add_argument("--config", help="YAML profile, e.g. configs/cpu-demo.yaml")
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rft.lr=1e-5 run.run_dir=runs/x")
+    ap.add_argument("--plan", action="store_true", help="print what every stage's actors ask for, check it, exit")
+    ap.add_argument("--cluster", help="with --plan: a cluster/*.yaml or KubeRay manifest to fit, or 'live'")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.plan:
+            from pipelines.plan import connect_and_show
+            return connect_and_show(cfg, args.cluster)
         command = " ".join(["python -m pipelines.self_critique"] + (argv if argv is not None else sys.argv[1:]))
         summary = run(cfg, command, args.config or "")
     except (ConfigError, DataError, ModelError, StageError) as e:

@@ -18,6 +18,7 @@ from core.records import GradedSample, Problem, SFTExample, from_json
 from core.stats import eval_outcomes, paired_table
 from learners.ref_scorer import ReferenceScorer
 from learners.trainer import LearnJob
+from pipelines.placement import reference_scorer_ask
 from pipelines.runtime import Runtime
 from pipelines.stream_learn import (StageError, make_buffer, remaining_problems, rollout_with_progress,
                                     stream_and_learn)
@@ -200,8 +201,9 @@ def run_dpo_stage(rt: Runtime, rft_ckpt: str, judge_ckpt, policy: str) -> tuple[
     train = rt.problems("train")
     start = cfg.rft.problems if len(train) >= cfg.rft.problems + cfg.dpo.problems else 0
     problems = train[start:start + cfg.dpo.problems]
-    scorer = ray.remote(ReferenceScorer).options(num_cpus=0, max_restarts=2, max_task_retries=2).remote(
-        rft_ckpt, cfg.train.max_len, cfg.model.dtype)
+    ask = reference_scorer_ask(cfg.resources)  # the learners' kind of device: a GPU when they have GPUs
+    scorer = ray.remote(ReferenceScorer).options(**ask.options(), max_restarts=2, max_task_retries=2).remote(
+        rft_ckpt, cfg.train.max_len, cfg.model.dtype, device=ask.device)
     group_policy = functools.partial(dpo_policy, min_gap=cfg.dpo.min_score_gap,
                                      max_pairs=cfg.dpo.max_pairs_per_prompt, system_prompt=cfg.model.system_prompt)
     buffer = make_buffer(rt, d / "rollout", cfg.dpo.samples_per_prompt, group_policy, enricher=scorer)

@@ -8,7 +8,6 @@ checked for the fields the operator needs, and the runtime env for secrets.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 
@@ -205,12 +204,12 @@ def _one(docs: list[dict], kind: str) -> dict:
 
 
 def _parse_custom_resources(params: dict) -> dict:
+    from pipelines.plan import parse_ray_start_resources
+
     raw = params.get("resources")
-    if raw is None:
-        return {}
     # KubeRay passes the value to `ray start --resources=...` verbatim: a quoted JSON map.
-    assert raw.startswith('"') and raw.endswith('"'), raw
-    return json.loads(raw[1:-1].replace('\\"', '"'))
+    assert raw is None or (raw.startswith('"') and raw.endswith('"')), raw
+    return parse_ray_start_resources(raw)
 
 
 def _check_ray_cluster_spec(spec: dict) -> None:
@@ -304,6 +303,88 @@ def test_kuberay_pvcs_match():
             assert claim in pvcs, f"{fname}: claim {claim} is not defined"
 
 
+def _cluster_specs() -> list[tuple[str, dict]]:
+    rc = _one(_kuberay_docs("raycluster.yaml"), "RayCluster")["spec"]
+    rj = _one(_kuberay_docs("rayjob.yaml"), "RayJob")["spec"]
+    return [("raycluster.yaml", rc), ("rayjob.yaml", rj["rayClusterSpec"])]
+
+
+def _pods(spec: dict) -> list[tuple[str, dict]]:
+    return [("head", spec["headGroupSpec"]["template"]["spec"])] + \
+        [(g["groupName"], g["template"]["spec"]) for g in spec["workerGroupSpecs"]]
+
+
+def _mentions_wandb_secret(pod: dict) -> bool:
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        for env in c.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef", {})
+            if env["name"] == "WANDB_API_KEY" or ref.get("name") == "wandb-api-key":
+                return True
+        for src in c.get("envFrom", []):
+            if src.get("secretRef", {}).get("name") == "wandb-api-key":
+                return True
+    return any(v.get("secret", {}).get("secretName") == "wandb-api-key" for v in pod.get("volumes", []))
+
+
+@pytest.mark.parametrize("fname,spec", _cluster_specs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_wandb_key_reaches_only_the_driver_pod(fname, spec):
+    """The driver runs on the head; no worker pod (sampler, critic, learner code) gets the key."""
+    pods = dict(_pods(spec))
+    assert _mentions_wandb_secret(pods.pop("head")), f"{fname}: the head (driver) should get the W&B key"
+    for name, pod in pods.items():
+        assert not _mentions_wandb_secret(pod), f"{fname}: worker group {name} gets the W&B key"
+
+
+def test_rayjob_driver_stays_on_the_head():
+    spec = _one(_kuberay_docs("rayjob.yaml"), "RayJob")["spec"]
+    # entrypoint resources would let Ray place the driver on a worker pod, which has no key
+    for key in ("entrypointNumCpus", "entrypointNumGpus", "entrypointResources"):
+        assert key not in spec, key
+    assert not _mentions_wandb_secret(spec.get("submitterPodTemplate", {}).get("spec", {}))
+    env = yaml.safe_load(spec["runtimeEnvYAML"]).get("env_vars", {})
+    assert "WANDB_API_KEY" not in env  # runtime_env vars reach every worker process
+
+
+# ------------------------------------------------------------------ shared run directory permissions
+
+CHMOD = re.compile(r"chmod\s+(?:-R\s+)?(\S+)\s+(\S+)")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in CLUSTER.rglob("*.yaml")))
+def test_nothing_is_made_world_writable(path):
+    text = (ROOT / path).read_text()
+    for mode, target in CHMOD.findall(text):
+        if re.fullmatch(r"[0-7]{3,4}", mode):
+            assert int(mode[-1]) & 2 == 0, f"{path}: chmod {mode} {target} lets everyone write"
+        else:
+            assert not re.search(r"[oa]\+\w*w|^\+\w*w", mode), f"{path}: chmod {mode} {target}"
+
+
+def test_launchers_give_the_shared_dir_group_permissions(launcher):
+    name, cfg = launcher
+    cmds = " ; ".join(cfg["initialization_commands"])
+    modes = [m for m, target in CHMOD.findall(cmds) if target.rstrip(";") == "/mnt/shared"]
+    assert modes, f"{name}: no chmod of /mnt/shared"
+    for mode in modes:
+        assert re.fullmatch(r"[0-7]?7[0-7]0", mode), f"{name}: /mnt/shared mode {mode} (want group rwx, others none)"
+    assert re.search(r"chown \d+:\d+ /mnt/shared", cmds), f"{name}: /mnt/shared needs an owner and group"
+
+
+@pytest.mark.parametrize("fname,spec", _cluster_specs(), ids=lambda x: x if isinstance(x, str) else "")
+def test_kuberay_pods_share_the_run_dir_through_a_group(fname, spec):
+    groups = {pod.get("securityContext", {}).get("fsGroup") for _, pod in _pods(spec)}
+    assert len(groups) == 1 and None not in groups, f"{fname}: every pod needs the same fsGroup, got {groups}"
+
+
+def test_security_doc_says_what_the_shared_filesystem_is_trusted_with():
+    text = (ROOT / "docs" / "security.md").read_text()
+    section = text.split("## The shared file system", 1)
+    assert len(section) == 2, "docs/security.md needs a '## The shared file system' section"
+    body = section[1].split("\n## ", 1)[0]
+    for needed in ("run_dir", "torch.load", "safetensors", "world-writable"):
+        assert needed in body, f"the shared file system section does not mention {needed}"
+
+
 # ------------------------------------------------------------------ runtime env
 
 
@@ -345,6 +426,7 @@ def test_gpu_profile_validates():
     cfg = load_config(GPU_PROFILE)
     assert "/" in cfg.model.name  # a hub id
     assert cfg.data.train.kind == "gsm8k" and cfg.data.train.path == "openai/gsm8k"
+    assert cfg.data.train.config == cfg.data.test.config == "main"  # the hub set has no default config
     assert cfg.data.train.split == "train" and cfg.data.test.split == "test"
     assert cfg.resources.samplers.num_gpus == 1 and cfg.resources.critics.num_gpus == 1
     assert cfg.resources.learner_workers == 4 and cfg.resources.learner_gpus == 1

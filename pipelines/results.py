@@ -131,6 +131,8 @@ def build(run: RunDir, provenance_now: dict | None = None) -> dict:
         for k, v in source.items():
             res.setdefault(k, v)
     res["selection_grader"] = selection_grader(metrics)
+    if prov.get("detected"):
+        res["provenance_detected"] = prov["detected"]
     res["critic_note"] = critic_note(res)
     return res
 
@@ -171,11 +173,16 @@ def dumps(res: dict) -> str:
     return json.dumps(res, indent=2) + "\n"
 
 
-def write_summary(run: RunDir, provenance_now: dict | None = None) -> dict:
+def write_summary(run: RunDir) -> dict:
     """Build the results, write summary.json and render report.md from them."""
     from pipelines.report import write_report
 
-    res = build(run, provenance_now)
+    now = None
+    if not run.manifest.get("provenance"):  # a run from before provenance was recorded: detect it now
+        cfg = run.root / "config.json"
+        now = provenance(json.loads(cfg.read_text()) if cfg.exists() else {}, "", "")
+        now["detected"] = "when the report was written (the run predates recorded provenance)"
+    res = build(run, now)
     (run.root / "summary.json").write_text(dumps(res))
     write_report(run, res)
     return res
@@ -184,11 +191,7 @@ def write_summary(run: RunDir, provenance_now: dict | None = None) -> dict:
 def publish(run_root: Path, dest: Path) -> dict:
     """Rebuild a run's results, check them and copy them (and the plots) to `dest`."""
     run = RunDir(run_root)
-    now = None
-    if not run.manifest.get("provenance"):  # a run from before provenance was recorded: detect it now
-        cfg = run.root / "config.json"
-        now = provenance(json.loads(cfg.read_text()) if cfg.exists() else {}, "", "")
-    res = write_summary(run, now)
+    res = write_summary(run)
     errs = check(res)
     if errs:
         raise ResultsError(f"{run.root / 'summary.json'}: " + "; ".join(errs))

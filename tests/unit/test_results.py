@@ -173,3 +173,10 @@ def test_committed_demo_results_match_the_writers_schema():
         pytest.skip("docs/results/cpu-demo.json predates the results writer; republish it from the demo run")
     assert check(res) == []
     assert set(REQUIRED) <= set(res)
+
+
+def test_a_run_without_recorded_provenance_says_when_it_was_detected(run_dir, tmp_path):
+    del run_dir.manifest["provenance"]
+    run_dir._save()
+    res = publish(run_dir.root, tmp_path / "out.json")
+    assert "report was written" in res["provenance_detected"] and check(res) == []

@@ -1,110 +1,378 @@
-"""Learner throughput on the embedded default: SFT step, DPO step with cached reference
-log-probs, DPO step that runs the reference model each step, plus the machine's matmul
-peak for model-FLOPs utilisation. Prints JSON and writes bench/results/learner.json.
+"""Learner throughput against TRL, side by side, in one run; old vs new log-prob code; a per-step profile.
 
-Runs the learner's own forward/backward code (learners.trainer) on one DeepSpeed engine
-in this process, so the timing is the step itself, not Ray Train start-up.
+Same data, batch, dtype (fp32 unless the CPU has native bf16) and learning rate for both:
+- ours: the learner's own step (learners.trainer.LearnerWorker.step, one DeepSpeed engine in
+  this process), DPO with reference log-probs from learners.ref_scorer.ReferenceScorer;
+- TRL (the `bench` extra): DPOTrainer with precompute_ref_log_probs=True and SFTTrainer,
+  gradient checkpointing off like ours, no bf16 where the CPU lacks it.
+Throughput = prompt+response tokens of every trained sequence / wall seconds, where the
+seconds include computing the reference log-probs (DPO) and the first step, for both.
+Two data shapes, from the project's generated problems: "short" (solver prompt, a worked
+answer: RFT/DPO-like) and "critic" (the judge prompt with a response in it, a one-line
+critique: long prompt, short target).
 
-    ./dev bench learner [--steps 6] [--micro-batch 8] [--seq 192]
+    ./dev bench learner [--items 16] [--micro-batch 8] [--max-len 256] [--profile-steps 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import tempfile
+import threading
 import time
 
-from common import machine, write_result
+from common import ROOT, write_result
+
+MODEL = "embedded:smollm2-135m-instruct"
 
 
-def matmul_gflops(dtype, n: int = 2048, reps: int = 10) -> float:
+# ------------------------------------------------------------------------------ data
+
+
+def build_data(n: int, shape: str) -> list[dict]:
+    """{messages, chosen, rejected} rows; SFT trains on (messages, chosen)."""
+    from core.config import ModelConfig
+    from core.problem_gen import generate_problems
+    from core.prompts import judge_messages, solver_messages, wrong_final_answer
+
+    rows = []
+    for i, p in enumerate(generate_problems(n, "train", (1, 2), 0)):
+        wrong = wrong_final_answer(p.reference, p.answer, str(i)) or p.reference + " Maybe not."
+        # a worked answer about as long as the demo's sampled ones (up to 96 new tokens)
+        work = f"Let's solve it step by step. We read the question: {p.question} {p.reference}"
+        bad = f"Let's solve it step by step. We read the question: {p.question} {wrong}"
+        if shape == "short":
+            rows.append({"messages": solver_messages(p, ModelConfig().system_prompt), "chosen": work,
+                         "rejected": bad})
+        else:
+            right = f"The response's final answer is {p.answer}. The reference answer is {p.answer}. They match.\nScore: 9"
+            off = f"The response's final answer is {p.answer}. The reference answer is {p.answer}. They differ.\nScore: 2"
+            rows.append({"messages": judge_messages(p, work), "chosen": right, "rejected": off})
+    return rows
+
+
+def count_tokens(tok, rows: list[dict], max_len: int, kind: str) -> int:
+    """Prompt+response tokens of every trained sequence; none may be cut (the two tools cut differently)."""
+    from learners.batching import encode
+
+    resp = ["chosen"] if kind == "sft" else ["chosen", "rejected"]
+    lengths = [len(encode(tok, r["messages"], r[k], 10**6)[0]) + 1 for r in rows for k in resp]
+    if max(lengths) > max_len:
+        raise ValueError(f"a sequence has {max(lengths)} tokens, over --max-len {max_len}: raise it")
+    return sum(lengths)
+
+
+# ------------------------------------------------------------------------------ our learner
+
+
+def _job(kind: str, model_path: str, args, lr: float, zero_stage: int | None = None):
+    """The demo's learner settings; zero_stage forces a ZeRO stage (else the learner picks)."""
+    from learners.trainer import LearnJob
+
+    return LearnJob(name="bench", kind=kind, model_path=model_path, out_dir="", storage_dir="", buffer=None, lr=lr,
+                    micro_batch_size=args.micro_batch, max_len=args.max_len, zero_stage=2 if zero_stage is None else zero_stage, bf16=True,
+                    plain_when_single=zero_stage is None, warmup_steps=0, beta=0.5, nll_coef=1.0)
+
+
+def _records(kind: str, rows: list[dict]):
+    from core.records import Pair, Problem, SFTExample
+
+    if kind == "sft":
+        return [SFTExample(f"k{i}", r["messages"], r["chosen"]) for i, r in enumerate(rows)]
+    return [Pair(Problem(f"p{i}", "q"), r["messages"], r["chosen"], r["rejected"], 9, 2, "a", "b")
+            for i, r in enumerate(rows)]
+
+
+def run_ours(kind: str, rows: list[dict], model_path: str, args, zero_stage: int | None = None,
+             around_train=None) -> dict:
+    """Reference log-probs (DPO), then every micro-batch through LearnerWorker.step."""
+    import contextlib
+
+    from learners.ref_scorer import ReferenceScorer
+    from learners.trainer import LearnerWorker, loss_units, prepare_batch
+
+    items = _records(kind, rows)
+    ref_s = 0.0
+    if kind == "dpo":  # timed with loading its model, as TRL's reference model loads in its timed __init__
+        t0 = time.perf_counter()
+        scorer = ReferenceScorer(model_path, max_len=args.max_len, dtype="auto", batch_size=args.micro_batch)
+        items = scorer.enrich(items)
+        ref_s = time.perf_counter() - t0
+        del scorer
+    w = LearnerWorker(_job(kind, model_path, args, args.lr, zero_stage), 0, 1)
+    t0 = time.perf_counter()
+    with around_train or contextlib.nullcontext():
+        for i in range(0, len(items), args.micro_batch):
+            batch = prepare_batch(w.tok, items[i:i + args.micro_batch], w.job)
+            w.step(batch, loss_units(batch, w.job))
+    train_s = time.perf_counter() - t0
+    del w
+    return {"ref_seconds": ref_s, "train_seconds": train_s, "seconds": ref_s + train_s}
+
+
+# ------------------------------------------------------------------------------ TRL
+
+
+def run_trl(kind: str, rows: list[dict], model_path: str, args, bf16: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    common = dict(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.micro_batch,
+                  num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+                  bf16=bf16, gradient_checkpointing=False, max_length=args.max_len, logging_steps=10**6,
+                  save_strategy="no", report_to="none", disable_tqdm=True, seed=0, dataloader_num_workers=0)
+    assistant = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    t0 = time.perf_counter()  # __init__ tokenizes and (DPO) computes the reference log-probs
+    if kind == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        data = Dataset.from_list([{"prompt": r["messages"], "chosen": assistant(r["chosen"]),
+                                   "rejected": assistant(r["rejected"])} for r in rows])
+        cfg = DPOConfig(**common, beta=0.5, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0],
+                        precompute_ref_log_probs=True, precompute_ref_batch_size=args.micro_batch)
+        trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        data = Dataset.from_list([{"prompt": r["messages"], "completion": assistant(r["chosen"])} for r in rows])
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=data, processing_class=tok)
+    trainer.train()
+    secs = time.perf_counter() - t0
+    del trainer, model
+    return {"seconds": secs}
+
+
+# ------------------------------------------------------------------------------ old vs new log-probs
+
+
+def old_response_logps(model, batch):
+    """The code before: logits at every position, then a full-vocabulary fp32 log_softmax."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+    from learners.losses import IGNORE
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], use_cache=False).logits
+    labels = batch["labels"]
+    mask = labels != IGNORE
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(-1), mask.sum(-1)
+
+
+class PeakMemory:
+    """Peak memory above the starting level while the block runs: CUDA allocator stats on a
+    GPU, else the process's resident set sampled every 2 ms."""
+
+    def __enter__(self):
+        import psutil
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.proc, self.base, self.peak, self.stop = psutil.Process(), psutil.Process().memory_info().rss, 0, False
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            self.mib = (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        else:
+            self.stop = True
+            self.thread.join()
+            self.mib = (self.peak - self.base) / 2**20
+
+
+def logprob_old_vs_new(rows: list[dict], model_path: str, args) -> dict:
+    """The DPO run (critic shape) with the log-prob code before and after, same engine settings.
+
+    old: one row per sequence, logits at every position, a full-vocabulary fp32 log_softmax;
+    chunked: the LM head only on the response columns, target logit minus a chunked logsumexp;
+    new (the learner now): chunked, and each pair's prompt run once (shared prompt).
+    """
+    import learners.batching as B
+    import learners.losses as L
+    import learners.ref_scorer as R
+
+    out = {}
+    logps, best = L.response_logps, B.collate_best
+    tokens = count_tokens(_tok(model_path), rows, args.max_len, "dpo")
+    variants = {"new": (logps, best), "chunked": (logps, B.collate), "old": (old_response_logps, B.collate)}
+    for name, (fn, coll) in variants.items():  # new first: it cannot reuse memory the old code freed
+        L.response_logps = R.response_logps = fn
+        B.collate_best = R.collate_best = coll
+        try:
+            mem = PeakMemory()
+            r = run_ours("dpo", rows, model_path, args, around_train=mem)
+            out[name] = {"train_tok_per_s": tokens / r["train_seconds"], "ref_tok_per_s": tokens / r["ref_seconds"],
+                         "train_peak_mib_above_start": mem.mib}
+        finally:
+            L.response_logps = R.response_logps = logps
+            B.collate_best = R.collate_best = best
+    return out
+
+
+# ------------------------------------------------------------------------------ profile
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def profile_plain(model, opt, batch, path: str) -> dict:
+    """Seconds per phase of one SFT step in plain torch (no DeepSpeed)."""
+    import torch
+
+    from learners.losses import token_logps
+
+    t = {}
+    t0 = _now()
+    h = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], use_cache=False).last_hidden_state
+    t["forward_body"] = _now() - t0
+    labels = batch["labels"]
+    if path == "new":
+        keep = batch["logits_to_keep"]
+        h, labels = h[:, -keep:], labels[:, -keep:]
+    t0 = _now()
+    logits = model.lm_head(h)
+    if path == "new":
+        lp, mask = token_logps(logits, labels)
+    else:
+        mask = labels != -100
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.masked_fill(~mask, 0)[..., None])[..., 0] * mask
+    loss = -lp.sum() / mask.sum()
+    t["lm_head_and_log_softmax"] = _now() - t0
+    t0 = _now()
+    loss.backward()
+    t["backward"] = _now() - t0
+    t0 = _now()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    t["optimizer"] = _now() - t0
+    return t
+
+
+def profile(rows: list[dict], model_path: str, args) -> dict:
+    """Demo critic shape: per-phase seconds (plain torch, old and new log-prob code), and the
+    whole step under DeepSpeed ZeRO-2 and ZeRO-0; overhead = DeepSpeed step - plain step."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from learners.trainer import LearnerWorker, loss_units, prepare_batch
+
+    items = _records("sft", rows[:args.micro_batch])
+    out = {}
+    for path in ("old", "new"):
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
+        batch = prepare_batch(_tok(model_path), items, _job("sft", model_path, args, args.lr))
+        runs = [profile_plain(model, opt, batch, path) for _ in range(args.profile_steps + 1)][1:]
+        out[f"plain_{path}"] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+        out[f"plain_{path}"]["step"] = sum(out[f"plain_{path}"].values())
+        del model, opt
+    for stage in (2, 0):
+        w = LearnerWorker(_job("sft", model_path, args, args.lr, stage), 0, 1)
+        batch = prepare_batch(w.tok, items, w.job)
+        times = []
+        for _ in range(args.profile_steps + 1):
+            t0 = _now()
+            w.step(batch, loss_units(batch, w.job))
+            times.append(_now() - t0)
+        out[f"deepspeed_zero{stage}_step"] = sum(times[1:]) / args.profile_steps
+        out[f"deepspeed_zero{stage}_overhead"] = out[f"deepspeed_zero{stage}_step"] - out["plain_new"]["step"]
+        del w
+    out["tokens_per_step"] = count_tokens(_tok(model_path), rows[:args.micro_batch], args.max_len, "sft")
+    return out
+
+
+# ------------------------------------------------------------------------------ main
+
+
+_TOKENIZERS: dict = {}
+
+
+def _tok(model_path: str):
+    from transformers import AutoTokenizer
+
+    return _TOKENIZERS.setdefault(model_path, AutoTokenizer.from_pretrained(model_path))
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "learners", "bench/learner.py"], cwd=ROOT)
+    return out.stdout.strip() + ("+dirty" if dirty.returncode else "")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--items", type=int, default=16, help="pairs (DPO) or examples (SFT) per run")
     ap.add_argument("--micro-batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=192, help="approximate tokens per sequence")
+    ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-6)
+    ap.add_argument("--profile-steps", type=int, default=2)
+    ap.add_argument("--shapes", default="short,critic")
+    ap.add_argument("--model", default=MODEL, help="a checkpoint to try the script on; results name the default")
+    ap.add_argument("--out", default="learner", help="results file name under bench/results")
     args = ap.parse_args()
     for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533").items():
         os.environ.setdefault(k, v)
-
-    import torch
     import torch.distributed as dist
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from core.hardware import bf16_supported, machine_info
     from core.models import resolve_model
-    from core.records import Pair, Problem, SFTExample
-    from learners import ds_engine
-    from learners.trainer import LearnJob, _forward_dpo, _forward_sft
-    from learners.ref_scorer import ReferenceScorer
 
     dist.init_process_group("gloo", rank=0, world_size=1)
-    model_path = resolve_model("embedded:smollm2-135m-instruct")
-    tok = AutoTokenizer.from_pretrained(model_path)
-    bf16 = ds_engine.bf16_supported()
-    words = " ".join(["step"] * (args.seq // 2))
-    msgs = [[{"role": "user", "content": f"Question {i}: {words}"}] for i in range(args.micro_batch)]
-    sft_items = [SFTExample(f"k{i}", m, f"The answer is {i}. " + words) for i, m in enumerate(msgs)]
-    pairs = [Pair(Problem(f"p{i}", "q"), m, f"The answer is {i}. " + words, f"Maybe {i + 3}. " + words, 9, 2, "a", "b")
-             for i, m in enumerate(msgs)]
-    pairs = ReferenceScorer(model_path, max_len=args.seq * 2).enrich(pairs)
+    model_path = resolve_model(args.model)
+    bf16 = bf16_supported()
+    result: dict = {"dtype": "bf16" if bf16 else "fp32", "shapes": {}}
+    for shape in args.shapes.split(","):
+        rows = build_data(args.items, shape)
+        res = {}
+        for kind in ("dpo", "sft"):
+            tokens = count_tokens(_tok(model_path), rows, args.max_len, kind)
+            ours, trl = run_ours(kind, rows, model_path, args), run_trl(kind, rows, model_path, args, bf16)
+            res[f"{kind}_tok_per_s"] = tokens / ours["seconds"]
+            res[f"trl_{kind}_tok_per_s"] = tokens / trl["seconds"]
+            res[f"ratio_{kind}_vs_trl"] = res[f"{kind}_tok_per_s"] / res[f"trl_{kind}_tok_per_s"]
+            res[f"{kind}_detail"] = {"tokens": tokens, "ours": ours, "trl": trl}
+            if kind == "dpo":  # the reference scorer alone: forward passes over chosen and rejected
+                res["ref_scorer_tok_per_s"] = tokens / ours["ref_seconds"]
+        result["shapes"][shape] = res
+        print(shape, {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}, flush=True)
+    critic = build_data(args.items, "critic")
+    result["logprobs_old_vs_new"] = logprob_old_vs_new(critic[:2 * args.micro_batch], model_path, args)
+    result["profile_critic_sft"] = profile(critic, model_path, args)
+    result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
+                          "lr": args.lr, "model": args.model, "trl": _version("trl"),
+                          "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "
+                                          "bf16 only if native, loss sigmoid+sft (DPO+NLL), beta 0.5"}
+    result["machine"] = machine_info() | {"commit": _commit()}
+    write_result(args.out, result)
 
-    def run(kind: str, items, ref_mode: str = "cached") -> dict:
-        job = LearnJob(name="bench", kind=kind, model_path=model_path, out_dir="", storage_dir="", buffer=None,
-                       lr=1e-6, micro_batch_size=args.micro_batch, max_len=args.seq * 2, ref_mode=ref_mode, bf16=bf16)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        conf = ds_engine.ds_config(micro_batch_size=args.micro_batch, grad_accum=1, world_size=1, zero_stage=2,
-                                   bf16=bf16)
-        engine = ds_engine.init_engine(model, conf, job.lr, 0)
-        ref = None
-        if ref_mode == "per_step":
-            ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
-            ref.eval().requires_grad_(False)
-        fwd = _forward_sft if kind == "sft" else _forward_dpo
-        times, toks = [], 0
-        for step in range(args.steps + 1):
-            t0 = time.perf_counter()
-            loss, _, ntok = fwd(engine, tok, items, job, *([ref] if ref is not None else []))
-            engine.backward(loss)
-            engine.step()
-            if step:  # the first step pays for allocation; leave it out
-                times.append(time.perf_counter() - t0)
-                toks += ntok
-        # tokens through the policy: every position of every sequence in the batch
-        enc_tokens = sum(min(len(tok.apply_chat_template(m, add_generation_prompt=True)) + args.seq, args.seq * 2)
-                         for m in msgs) * (2 if kind == "dpo" else 1)
-        del engine, model, ref
-        secs = sum(times) / len(times)
-        return {"step_seconds": secs, "tok_per_s": enc_tokens / secs, "response_tok_per_s": toks / len(times) / secs}
 
-    sft = run("sft", sft_items)
-    dpo = run("dpo", pairs)
-    dpo_ref = run("dpo", pairs, "per_step")
-    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters())
-    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    dtype = "bf16" if bf16 else "fp32"
-    # Training costs ~6 FLOPs per parameter per token (forward 2, backward 4).
-    mfu = lambda tps: 6 * n_params * tps / (peak[dtype] * 1e9)  # noqa: E731
-    write_result("learner", {
-        "sft_tok_per_s": sft["tok_per_s"], "dpo_tok_per_s": dpo["tok_per_s"],
-        "dpo_per_step_ref_tok_per_s": dpo_ref["tok_per_s"],
-        "ratio_cached_vs_per_step_ref": dpo["tok_per_s"] / dpo_ref["tok_per_s"],
-        "matmul_gflops": peak, "mfu": mfu(sft["tok_per_s"]), "mfu_dpo": mfu(dpo["tok_per_s"]),
-        "dtype": dtype, "params": n_params,
-        "settings": {"steps": args.steps, "micro_batch": args.micro_batch, "seq_tokens": args.seq * 2,
-                     "zero_stage": 2, "model": "SmolLM2-135M-Instruct (embedded)"},
-        "sft": sft, "dpo": dpo, "dpo_per_step_ref": dpo_ref, "machine": machine(),
-    })
+def _version(dist_name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist_name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

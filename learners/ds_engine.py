@@ -10,6 +10,13 @@ import torch
 from core.hardware import bf16_supported, resolve_dtype  # noqa: F401 - re-exported
 
 
+def zero_stage_for(requested: int, world_size: int) -> int:
+    """ZeRO partitions state across ranks; with one rank there is nothing to partition, and
+    stage 2 still copies every gradient into its buckets and the weights out of a flat fp32
+    copy. Stage 0 (plain data parallelism) then does the same maths with less copying."""
+    return 0 if world_size == 1 else requested
+
+
 def ds_config(*, micro_batch_size: int, grad_accum: int, world_size: int, zero_stage: int, bf16: bool) -> dict:
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,

@@ -54,17 +54,37 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def response_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """sequence_logps of a collated batch, running the LM head only where a label can be.
+    """sequence_logps of a collated batch (learners.batching), running the LM head only where a
+    label can be. `model` is an HF causal LM or a DeepSpeed engine wrapping one.
 
-    In a left-padded batch (learners.batching.collate) every response ends at the last
-    column, so the head runs on the last `logits_to_keep` columns (transformers' own
-    argument: model-specific logit scaling stays the model's); prompt positions never
-    reach it. `model` is an HF causal LM or a DeepSpeed engine wrapping one.
+    One-pass batches are left-padded: every response ends in the last column, so the head runs
+    on the last `logits_to_keep` columns (transformers' own argument, so model-specific logit
+    scaling stays the model's) and prompt positions never reach it. Shared-prompt batches run
+    each prompt once, then the responses against its cached keys and values.
     """
+    if "prompt_ids" in batch:
+        return _shared_prompt_logps(model, batch)
     keep = batch["logits_to_keep"]
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
     return sequence_logps(out.logits, batch["labels"][:, -keep:])
+
+
+def _shared_prompt_logps(model, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(input_ids=b["prompt_ids"], attention_mask=b["prompt_mask"], position_ids=b["prompt_pos"],
+                logits_to_keep=1, use_cache=True)
+    group = b["group"]
+    # the prompt's last position predicts each response's first token
+    first, _ = token_logps(out.logits[group], b["first_targets"][:, None])
+    lp, n = first[:, 0], torch.ones_like(group)
+    if b["input_ids"].shape[1] == 0:
+        return lp, n
+    cache = out.past_key_values
+    cache.batch_select_indices(group)  # a copy of its prompt's keys and values per response; gradients flow back
+    rest = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"],
+                 past_key_values=cache, use_cache=True)
+    lp_rest, n_rest = sequence_logps(rest.logits, b["labels"])
+    return lp + lp_rest, n + n_rest
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from core.records import Pair
-from learners.batching import collate, encode, pad_id
-from learners.losses import sequence_logps
+from learners.batching import collate_best, encode, pad_id, to_device
+from learners.losses import response_logps
 
 
 class ReferenceScorer:
@@ -34,19 +34,17 @@ class ReferenceScorer:
         for i in range(0, len(responses), self.batch_size):
             enc = [encode(self.tokenizer, m, r, self.max_len)
                    for m, r in zip(messages[i:i + self.batch_size], responses[i:i + self.batch_size])]
-            b = {k: v.to(self.model.device) for k, v in collate(enc, pad_id(self.tokenizer)).items()}
-            logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            lp, _ = sequence_logps(logits, b["labels"])
+            lp, _ = response_logps(self.model, to_device(collate_best(enc, pad_id(self.tokenizer)), self.model.device))
             out.extend(lp.tolist())
         return out
 
     def enrich(self, pairs: list[Pair]) -> list[Pair]:
         if not pairs:
             return pairs
-        msgs = [p.messages for p in pairs]
-        chosen = self.logps(msgs, [p.chosen for p in pairs])
-        rejected = self.logps(msgs, [p.rejected for p in pairs])
-        for p, c, r in zip(pairs, chosen, rejected):
+        # chosen and rejected side by side, so a batch runs each pair's prompt once
+        msgs = [p.messages for p in pairs for _ in (0, 1)]
+        lps = self.logps(msgs, [r for p in pairs for r in (p.chosen, p.rejected)])
+        for p, c, r in zip(pairs, lps[0::2], lps[1::2]):
             p.ref_chosen_logp, p.ref_rejected_logp = c, r
         return pairs
 

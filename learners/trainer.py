@@ -38,6 +38,7 @@ class LearnJob:
     micro_batch_size: int = 4
     grad_accum: int = 1
     zero_stage: int = 2
+    plain_when_single: bool = True  # one worker: ZeRO stage 0 (ds_engine.zero_stage_for)
     bf16: bool = True
     gradient_checkpointing: bool = False
     max_len: int = 384
@@ -65,6 +66,33 @@ class LearnJob:
         return Path(self.storage_dir) / f"{self.name}-metrics.jsonl"
 
 
+# ------------------------------------------------------------------------ decisions
+
+
+def pass_action(n_total: int, n_unfinished: int) -> Literal["train", "wait", "end_pass"]:
+    """What every rank does after the collective count of the items taken this round.
+
+    train: some rank has data (ranks without it run a zero-weight placeholder);
+    wait: no rank has data but the stream is still producing; end_pass: this pass
+    (the stream, or a replay epoch) is over on every rank. No rank steps unless `train`.
+    """
+    if n_total > 0:
+        return "train"
+    return "wait" if n_unfinished > 0 else "end_pass"
+
+
+def after_pass(state: dict, epochs: int) -> tuple[dict, bool]:
+    """(state for the next pass, whether training is over). The stream is pass 0, replays follow."""
+    epoch = 1 if not state["stream_done"] else state["epoch"] + 1
+    return state | {"epoch": epoch, "stream_done": True, "replay_pos": 0}, epoch >= epochs
+
+
+def loss_normalizer(n_global: float, world: int) -> float:
+    """Divide each rank's summed loss by this: DeepSpeed averages gradients over ranks, so
+    the result is the mean over every item of every rank, whatever each rank held."""
+    return max(n_global, 1) / world
+
+
 # ------------------------------------------------------------------------ worker side
 
 
@@ -78,48 +106,60 @@ def _allreduce(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def _forward_sft(engine, tok, items, job):
-    from learners.batching import collate, encode, pad_id
-    from learners.losses import sft_loss
-
-    enc = [encode(tok, it.messages, it.response, job.max_len) for it in items]
-    b = collate(enc, pad_id(tok))
-    dev = engine.device
-    logits = engine(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
-    loss = sft_loss(logits, b["labels"].to(dev))
-    return loss, {"loss": float(loss.detach())}, int((b["labels"] != -100).sum())
-
-
-def _forward_dpo(engine, tok, items, job, ref_model=None):
+def prepare_batch(tok, items: list, job: LearnJob) -> dict:
+    """Collated CPU tensors; DPO rows are [chosen..., rejected...] with cached reference log-probs."""
     import torch
 
-    from learners.batching import collate, encode, pad_id
-    from learners.losses import dpo_loss, sequence_logps
+    from learners.batching import collate_best, encode, pad_id
 
-    n = len(items)
+    if job.kind == "sft":
+        return collate_best([encode(tok, it.messages, it.response, job.max_len) for it in items], pad_id(tok))
     enc = [encode(tok, p.messages, p.chosen, job.max_len) for p in items] + \
           [encode(tok, p.messages, p.rejected, job.max_len) for p in items]
-    b = collate(enc, pad_id(tok))
-    dev = engine.device
-    ids, attn, labels = b["input_ids"].to(dev), b["attention_mask"].to(dev), b["labels"].to(dev)
-    logits = engine(input_ids=ids, attention_mask=attn).logits
-    lp, ntok = sequence_logps(logits, labels)
+    batch = collate_best(enc, pad_id(tok))
+    cached = [p.ref_chosen_logp for p in items] + [p.ref_rejected_logp for p in items]
+    batch["ref_logps"] = torch.tensor(cached, dtype=torch.float32) if None not in cached else None
+    return batch
+
+
+def loss_units(batch: dict, job: LearnJob) -> int:
+    """What the loss averages over: response tokens (SFT), pairs (DPO)."""
+    return response_tokens(batch) if job.kind == "sft" else batch["input_ids"].shape[0] // 2
+
+
+def response_tokens(batch: dict | None) -> int:
+    from learners.batching import n_targets
+
+    return n_targets(batch) if batch else 0
+
+
+def sft_step_loss(engine, batch: dict, job: LearnJob, normalizer: float, ref_model=None):
+    from learners.losses import response_logps
+
+    lp, ntok = response_logps(engine, batch)
+    return -lp.sum() / normalizer, {"loss": float(-lp.sum().detach() / ntok.sum().clamp(min=1))}
+
+
+def dpo_step_loss(engine, batch: dict, job: LearnJob, normalizer: float, ref_model=None):
+    import torch
+
+    from learners.losses import dpo_loss, response_logps
+
+    lp, ntok = response_logps(engine, batch)
+    n = lp.shape[0] // 2
+    cached = batch["ref_logps"]
     extra = {}
     if job.ref_mode == "per_step":
         with torch.no_grad():
-            ref_lp, _ = sequence_logps(ref_model(input_ids=ids, attention_mask=attn).logits, labels)
-        ref_c, ref_r = ref_lp[:n], ref_lp[n:]
-        cached = [p.ref_chosen_logp for p in items] + [p.ref_rejected_logp for p in items]
-        if all(c is not None for c in cached):
-            extra["ref_cache_max_abs_diff"] = float((torch.tensor(cached, device=dev) - ref_lp.float()).abs().max())
+            ref_lp, _ = response_logps(ref_model, batch)
+        if cached is not None:
+            extra["ref_cache_max_abs_diff"] = float((cached - ref_lp.float()).abs().max())
     else:
-        ref_c = torch.tensor([p.ref_chosen_logp for p in items], device=dev)
-        ref_r = torch.tensor([p.ref_rejected_logp for p in items], device=dev)
-    chosen_nll = -lp[:n] / ntok[:n].clamp(min=1)
-    out = dpo_loss(lp[:n], lp[n:], ref_c, ref_r, beta=job.beta, chosen_nll=chosen_nll, nll_coef=job.nll_coef,
-                   label_smoothing=job.label_smoothing, loss_type=job.dpo_loss)
-    metrics = {k: float(v) for k, v in out.items()} | extra
-    return out["loss"], metrics, int(ntok.sum())
+        ref_lp = cached
+    out = dpo_loss(lp[:n], lp[n:], ref_lp[:n], ref_lp[n:], beta=job.beta, chosen_nll=-lp[:n] / ntok[:n].clamp(min=1),
+                   nll_coef=job.nll_coef, label_smoothing=job.label_smoothing, loss_type=job.dpo_loss,
+                   normalizer=normalizer)
+    return out["loss"], {k: float(v.detach()) for k, v in out.items()} | extra
 
 
 def _placeholder(job):
@@ -135,110 +175,165 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def train_loop(cfg: dict) -> None:
-    import ray
-    import ray.train
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class LearnerWorker:
+    """One rank's learner: engine, position in the data, and the steps of its loop."""
 
-    from core.records import from_json, to_json
-    from learners import ds_engine
+    def __init__(self, job: LearnJob, rank: int, world: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    job = LearnJob(**cfg)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(job.seed + rank)
-    if job.threads_per_worker:
-        torch.set_num_threads(job.threads_per_worker)
-    bf16 = job.bf16 and ds_engine.bf16_supported()
-    tok = AutoTokenizer.from_pretrained(job.model_path)
-    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=torch.float32)
-    if job.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    conf = ds_engine.ds_config(micro_batch_size=job.micro_batch_size, grad_accum=job.grad_accum, world_size=world,
-                               zero_stage=job.zero_stage, bf16=bf16)
-    engine = ds_engine.init_engine(model, conf, job.lr, job.warmup_steps, job.weight_decay)
-    ref_model = None
-    if job.kind == "dpo" and job.ref_mode == "per_step":
-        ref_model = AutoModelForCausalLM.from_pretrained(
-            job.model_path, dtype=torch.bfloat16 if bf16 else torch.float32).eval().to(engine.device)
-        ref_model.requires_grad_(False)
+        from learners import ds_engine
 
-    consumer = f"{job.name}/rank{rank}"
-    state = {"micro": 0, "epoch": 0, "replay_pos": 0, "stream_done": False, "tokens": 0}
-    replay: list = []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            ds_engine.load_state(engine, Path(d))
-            state = json.loads((Path(d) / f"rank{rank}.json").read_text())
-            replay = [from_json(r) for r in _read_jsonl(Path(d) / f"replay-rank{rank}.jsonl")]
-    ray.get(job.buffer.rewind.remote(consumer, state["micro"]))
-    with open(Path(job.storage_dir) / f"{job.name}-workers.jsonl", "a") as fh:
-        fh.write(json.dumps({"rank": rank, "pid": os.getpid(), "resumed_at": state["micro"],
-                             "time": time.time()}) + "\n")
+        self.job, self.rank, self.world = job, rank, world
+        torch.manual_seed(job.seed + rank)
+        if job.threads_per_worker:
+            torch.set_num_threads(job.threads_per_worker)
+        bf16 = job.bf16 and ds_engine.bf16_supported()
+        self.tok = AutoTokenizer.from_pretrained(job.model_path)
+        model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=torch.float32)
+        if job.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        conf = ds_engine.ds_config(micro_batch_size=job.micro_batch_size, grad_accum=job.grad_accum,
+                                   world_size=world, bf16=bf16,
+                                   zero_stage=ds_engine.zero_stage_for(job.zero_stage, world)
+                                   if job.plain_when_single else job.zero_stage)
+        self.engine = ds_engine.init_engine(model, conf, job.lr, job.warmup_steps, job.weight_decay)
+        self.ref_model = None
+        if job.kind == "dpo" and job.ref_mode == "per_step":
+            self.ref_model = AutoModelForCausalLM.from_pretrained(
+                job.model_path, dtype=torch.bfloat16 if bf16 else torch.float32).eval().to(self.engine.device)
+            self.ref_model.requires_grad_(False)
+        self.step_loss = sft_step_loss if job.kind == "sft" else dpo_step_loss
+        self.placeholder = prepare_batch(self.tok, _placeholder(job), job)
+        self.consumer = f"{job.name}/rank{rank}"
+        self.state = {"micro": 0, "epoch": 0, "replay_pos": 0, "stream_done": False, "tokens": 0}
+        self.replay: list = []
+        self.t_last, self.tok_window, self.t_start = time.perf_counter(), 0, time.perf_counter()
 
-    if not job.overlap_rollout:
-        while not ray.get(job.buffer.stats.remote())["closed"]:
-            time.sleep(1.0)
-    forward = _forward_sft if job.kind == "sft" else _forward_dpo
-    placeholder = _placeholder(job)
-    t_last, tok_window = time.perf_counter(), 0
+    def restore(self) -> None:
+        """Load the last checkpoint, if any, and re-queue what was taken after it."""
+        import ray
+        import ray.train
 
-    def next_items() -> tuple[list, tuple | None, bool]:
+        from core.records import from_json
+        from learners import ds_engine
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt:
+            with ckpt.as_directory() as d:
+                ds_engine.load_state(self.engine, Path(d))
+                self.state = json.loads((Path(d) / f"rank{self.rank}.json").read_text())
+                self.replay = [from_json(r) for r in _read_jsonl(Path(d) / f"replay-rank{self.rank}.jsonl")]
+        ray.get(self.job.buffer.rewind.remote(self.consumer, self.state["micro"]))
+        with open(Path(self.job.storage_dir) / f"{self.job.name}-workers.jsonl", "a") as fh:
+            fh.write(json.dumps({"rank": self.rank, "pid": os.getpid(), "resumed_at": self.state["micro"],
+                                 "time": time.time()}) + "\n")
+
+    def wait_for_rollout(self) -> None:
+        import ray
+
+        if not self.job.overlap_rollout:
+            while not ray.get(self.job.buffer.stats.remote())["closed"]:
+                time.sleep(1.0)
+
+    def next_items(self) -> tuple[list, tuple | None, bool]:
         """(items, (lease, keys) to ack, phase finished on this rank)."""
+        import ray
+
+        job, state = self.job, self.state
         if not state["stream_done"]:
-            got = ray.get(job.buffer.take.remote(consumer, job.micro_batch_size, job.take_timeout_s))
+            got = ray.get(job.buffer.take.remote(self.consumer, job.micro_batch_size, job.take_timeout_s))
             keys = [k for k, _ in got["items"]]
             items = ray.get([r for _, r in got["items"]]) if keys else []
             return items, (got["lease"], keys) if keys else None, got["done"]
-        order = list(range(len(replay)))
-        random.Random(job.seed * 1000 + state["epoch"] * 10 + rank).shuffle(order)
+        order = list(range(len(self.replay)))
+        random.Random(job.seed * 1000 + state["epoch"] * 10 + self.rank).shuffle(order)
         pos = state["replay_pos"]
         idx = order[pos:pos + job.micro_batch_size]
-        return [replay[i] for i in idx], None, pos + len(idx) >= len(order)
+        return [self.replay[i] for i in idx], None, pos + len(idx) >= len(order)
 
-    while True:
-        if job.max_steps is not None and state["micro"] >= job.max_steps:
-            break
-        items, lease, finished = next_items()
-        n_total, n_unfinished = _allreduce([len(items), 0.0 if finished else 1.0], engine.device)
-        if n_total == 0:
-            if n_unfinished > 0:
-                continue  # the stream is still producing; wait together
-            # this pass is over on every rank; the stream is pass 0, replays follow
-            state["epoch"] = 1 if not state["stream_done"] else state["epoch"] + 1
-            state["stream_done"], state["replay_pos"] = True, 0
-            if state["epoch"] >= job.epochs:
-                break
-            continue
-        real = bool(items)
-        loss, metrics, ntok = forward(engine, tok, items if real else placeholder, job, *([ref_model] if ref_model else []))
-        engine.backward(loss if real else loss * 0.0)
-        engine.step()
-        state["micro"] += 1
+    def step(self, batch: dict | None, n_global: float) -> dict | None:
+        """One optimizer step over every rank's items (collective); None when no rank had any.
+
+        A rank without items (batch None) runs the placeholder at zero weight, so that the
+        gradient all-reduce still meets, and adds nothing to it.
+        """
+        from learners.batching import to_device
+
+        if n_global <= 0:
+            return None  # nothing moves: no backward, no optimizer or scheduler step
+        real = batch is not None
+        loss, metrics = self.step_loss(self.engine, to_device(batch if real else self.placeholder, self.engine.device),
+                                       self.job, loss_normalizer(n_global, self.world), self.ref_model)
+        self.engine.backward(loss if real else loss * 0.0)
+        self.engine.step()
+        self.state["micro"] += 1
+        return metrics
+
+    def record(self, items: list, lease: tuple | None, ntok: int, metrics: dict) -> None:
+        """Ack what the stream gave (with the step that trained it), advance the replay, log."""
+        import ray
+
         if lease is not None:
-            ray.get(job.buffer.ack.remote(consumer, lease[0], lease[1], state["micro"]))
-            replay.extend(items)
-        elif real:
-            state["replay_pos"] += len(items)
-        ntok = ntok if real else 0
-        state["tokens"] += ntok
-        tok_window += ntok
-        if rank == 0 and real:
+            ray.get(self.job.buffer.ack.remote(self.consumer, lease[0], lease[1], self.state["micro"]))
+            self.replay.extend(items)
+        elif items:
+            self.state["replay_pos"] += len(items)
+        self.state["tokens"] += ntok
+        self.tok_window += ntok
+        if self.rank == 0 and items:
             now = time.perf_counter()
-            row = {"stage": job.name, "step": state["micro"], "epoch": state["epoch"],
-                   "lr": engine.get_lr()[0], "tokens": state["tokens"],
-                   "tok_per_s": tok_window * world / max(now - t_last, 1e-9), **metrics}
-            t_last, tok_window = now, 0
-            with open(job.metrics_path, "a") as fh:
+            row = {"stage": self.job.name, "step": self.state["micro"], "epoch": self.state["epoch"],
+                   "lr": self.engine.get_lr()[0], "tokens": self.state["tokens"],
+                   "tok_per_s": self.tok_window * self.world / max(now - self.t_last, 1e-9), **metrics}
+            self.t_last, self.tok_window = now, 0
+            with open(self.job.metrics_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-        if state["micro"] % job.checkpoint_every == 0 and state["micro"] % job.grad_accum == 0:
-            _checkpoint(engine, state, replay, rank, job, to_json)
 
-    ds_engine.save_hf(engine, tok, Path(job.out_dir), rank)
-    with open(Path(job.storage_dir) / f"{job.name}-rank{rank}-done.json", "w") as fh:
-        json.dump({"micro": state["micro"], "tokens": state["tokens"], "replay": len(replay)}, fh)
+    def maybe_checkpoint(self) -> None:
+        from core.records import to_json
+
+        micro, job = self.state["micro"], self.job
+        if micro % job.checkpoint_every == 0 and micro % job.grad_accum == 0:
+            _checkpoint(self.engine, self.state, self.replay, self.rank, job, to_json)
+
+    def finish(self) -> None:
+        from learners import ds_engine
+
+        ds_engine.save_hf(self.engine, self.tok, Path(self.job.out_dir), self.rank)
+        with open(Path(self.job.storage_dir) / f"{self.job.name}-rank{self.rank}-done.json", "w") as fh:
+            json.dump({"micro": self.state["micro"], "tokens": self.state["tokens"], "replay": len(self.replay),
+                       "train_seconds": time.perf_counter() - self.t_start}, fh)
+
+    def run(self) -> None:
+        job = self.job
+        while job.max_steps is None or self.state["micro"] < job.max_steps:
+            items, lease, finished = self.next_items()
+            batch = prepare_batch(self.tok, items, job) if items else None
+            units = loss_units(batch, job) if batch else 0
+            n_global, n_unfinished = _allreduce([units, 0.0 if finished else 1.0], self.engine.device)
+            action = pass_action(n_global, n_unfinished)
+            if action == "end_pass":
+                self.state, done = after_pass(self.state, job.epochs)
+                if done:
+                    break
+            if action != "train":
+                continue
+            metrics = self.step(batch, n_global)
+            self.record(items, lease, response_tokens(batch), metrics)
+            self.maybe_checkpoint()
+
+
+def train_loop(cfg: dict) -> None:
+    """Ray Train's per-worker entry point."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    worker = LearnerWorker(LearnJob(**cfg), ctx.get_world_rank(), ctx.get_world_size())
+    worker.restore()
+    worker.wait_for_rollout()
+    worker.run()
+    worker.finish()
 
 
 def _checkpoint(engine, state, replay, rank, job, to_json) -> None:

@@ -167,7 +167,69 @@ def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_
     assert summary["micro"] == 96 // (2 * 2)
     acked = ray.get(buf.acked_keys.remote())
     want = {x.key for x in items}
-    fault_log("learner worker killed", survived=set(acked) == want and summary["micro"] == 24,
-              lost=len(want - set(acked)), duplicated=0)
+    fault_log("learner worker killed", want, {"consumed": fault_log.acked(tmp_path / "buf" / "acks.jsonl")},
+              micro_steps=summary["micro"])
     assert sorted(acked) == sorted(x.key for x in items)  # each item trained exactly once, none skipped
     assert max(acked.values()) <= summary["micro"]
+
+
+def _placeholder_only_step_loop(cfg: dict) -> None:
+    """Two real DeepSpeed ranks: a step where only rank 0 has data, then one where no rank has any."""
+    import ray.train
+    import torch
+
+    from learners.trainer import LearnerWorker, LearnJob, _allreduce, loss_units, prepare_batch
+
+    ctx = ray.train.get_context()
+    w = LearnerWorker(LearnJob(**{k: v for k, v in cfg.items() if k != "out"}), ctx.get_world_rank(),
+                      ctx.get_world_size())
+    batch = prepare_batch(w.tok, sft_items(4), w.job) if w.rank == 0 else None
+    n_global, _ = _allreduce([loss_units(batch, w.job) if batch else 0, 0.0], w.engine.device)
+    w.step(batch, n_global)  # AdamW now has momentum; weight decay is on
+    before = [p.detach().clone() for p in w.engine.module.parameters()]
+    lr, steps = w.engine.get_lr()[0], w.engine.global_steps
+    returned = w.step(None, 0.0)  # the placeholder-only step
+    change = max(float((p.detach() - b).abs().max()) for p, b in zip(w.engine.module.parameters(), before))
+    Path(cfg["out"], f"rank{w.rank}.json").write_text(json.dumps(
+        {"change": change, "lr_same": w.engine.get_lr()[0] == lr, "steps_same": w.engine.global_steps == steps,
+         "returned": returned, "first_step_moved": steps > 0}))
+
+
+def test_placeholder_only_step_moves_no_weight(ray_local, tiny_model, tmp_path):
+    from dataclasses import asdict
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    j = job(tmp_path, tiny_model, None, weight_decay=0.1, warmup_steps=3, num_workers=2)
+    (tmp_path / "out").mkdir()
+    TorchTrainer(_placeholder_only_step_loop, train_loop_config=asdict(j) | {"out": str(tmp_path / "out")},
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 torch_config=TorchConfig(backend="gloo"),
+                 run_config=RunConfig(name="noop", storage_path=str(tmp_path / "rt"))).fit()
+    for rank in (0, 1):
+        r = json.loads((tmp_path / "out" / f"rank{rank}.json").read_text())
+        assert r["first_step_moved"] and r["returned"] is None
+        assert r["change"] == 0.0 and r["lr_same"] and r["steps_same"], r
+
+
+def test_a_rank_without_data_does_not_dilute_the_mean(ray_local, tiny_model, tmp_path):
+    """12 items: two ranks of 4 (the second step: one rank holds all 4, the other nothing)
+    train the same weights as one rank of 8, which sees the same two global batches."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for workers, micro in ((2, 4), (1, 8)):
+        d = tmp_path / f"w{workers}"
+        buf = Buffer.remote(str(d / "buf"), capacity=1000)
+        fill(buf, sft_items(12))
+        j = job(d, tiny_model, buf, num_workers=workers, micro_batch_size=micro, epochs=1, lr=1e-3)
+        assert run_learner(j)["micro"] == 2
+        weights.append(load_file(str(Path(j.out_dir) / "model.safetensors")))
+    start = load_file(str(Path(tiny_model) / "model.safetensors"))
+    for name, a in weights[0].items():
+        b, s = weights[1][name], start[name].float()
+        moved = (b - s).abs().max()
+        assert moved > 0, name
+        # a diluted second step would differ by a sizeable fraction of the distance moved
+        assert (a - b).abs().max() < 0.02 * moved, (name, float((a - b).abs().max()), float(moved))

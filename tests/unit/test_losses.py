@@ -219,3 +219,51 @@ def test_dpo_normalizer_divides_the_per_pair_sum():
     mean = dpo_loss(*args, beta=1.0, chosen_nll=nll, nll_coef=1.0)["loss"]
     over_five = dpo_loss(*args, beta=1.0, chosen_nll=nll, nll_coef=1.0, normalizer=5)["loss"]
     assert over_five.item() == pytest.approx(mean.item() * 2 / 5, rel=1e-6)
+
+
+def _with_shared_prompts(enc, pairs_of: list[int]) -> list[tuple[list[int], list[int]]]:
+    """Rows whose prompt is copied from row pairs_of[i] (same prompt, own response)."""
+    out = []
+    for (ids, labels), src in zip(enc, pairs_of):
+        p_ids, p_labels = enc[src]
+        p = next(t for t, y in enumerate(p_labels) if y != IGNORE) + 1
+        q = next(t for t, y in enumerate(labels) if y != IGNORE) + 1
+        out.append((p_ids[:p] + ids[q:], p_labels[:p - 1] + labels[q - 1:]))
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_dpo_on_shared_prompts_equals_the_simple_formula(lam):
+    from learners.batching import collate_best
+    from learners.losses import response_logps
+
+    # 4 pairs: rows 0-3 chosen, 4-7 rejected with the same prompts; pairs 2 and 3 also share one
+    enc = _with_shared_prompts(_encoded(8, seed=4), [0, 1, 2, 2, 0, 1, 2, 2])
+    enc[5] = (enc[5][0][: len(enc[5][0]) - sum(y != IGNORE for y in enc[5][1]) + 1],
+              enc[5][1][: len(enc[5][1]) - sum(y != IGNORE for y in enc[5][1]) + 1])  # a one-token response
+    batch = collate_best(enc, pad_id=0)
+    assert batch["prompt_ids"].shape[0] == 3  # each distinct prompt runs once
+    ref = torch.randn(8)
+    out = []
+    for simple in (False, True):
+        model = _tiny_lm()
+        lp, n = _simple_batch_logps(model, enc) if simple else response_logps(model, batch)
+        res = dpo_loss(lp[:4], lp[4:], ref[:4], ref[4:], beta=0.5, chosen_nll=-lp[:4] / n[:4], nll_coef=lam)
+        res["loss"].backward()
+        out.append((lp.detach(), n, res["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp_a, n_a, loss_a, g_a), (lp_b, n_b, loss_b, g_b) = out
+    assert torch.equal(n_a, n_b)
+    assert torch.allclose(lp_a, lp_b, rtol=1e-5, atol=1e-4)
+    assert loss_a.item() == pytest.approx(loss_b.item(), rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_a, g_b))
+
+
+def test_collate_best_keeps_one_pass_when_no_prompt_repeats():
+    from learners.batching import collate_best, n_targets
+
+    enc = _encoded(4, seed=5)
+    one_pass, shared = collate_best(enc, 0), collate_best(_with_shared_prompts(enc, [0, 0, 2, 3]), 0)
+    assert "prompt_ids" not in one_pass and "prompt_ids" in shared
+    want = sum(sum(y != IGNORE for y in labels) for _, labels in enc)
+    assert n_targets(one_pass) == want
+    assert n_targets(shared) == sum(sum(y != IGNORE for y in lab) for _, lab in _with_shared_prompts(enc, [0, 0, 2, 3]))

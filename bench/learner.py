@@ -330,6 +330,10 @@ def main() -> None:
     ap.add_argument("--model", default=MODEL, help="a checkpoint to try the script on; results name the default")
     ap.add_argument("--out", default="learner", help="results file name under bench/results")
     args = ap.parse_args()
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench/learner.py compares against TRL: pip install -e '.[bench]' into the venv first")
     for k, v in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533").items():
         os.environ.setdefault(k, v)
     import torch.distributed as dist

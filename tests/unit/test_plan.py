@@ -130,7 +130,8 @@ def test_gpu_model_without_any_gpu_is_a_cpu_profile_and_passes_the_device_rule()
 
 def test_more_samplers_than_the_cluster_can_hold():
     _, problems = check_plan(gpu_cfg("resources.samplers.num_actors=17"), str(ROOT / "cluster/aws.yaml"))
-    assert problems and all("do not fit cluster/aws.yaml together" in p for p in problems)
+    assert problems and all(p.endswith("lower the pools or raise the node counts") for p in problems)
+    assert all("1 of" in p and "cluster/aws.yaml together" in p and "sampler_node=1" in p for p in problems)
     assert len(problems) == 4  # every stage holds the samplers
 
 

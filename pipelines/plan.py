@@ -316,7 +316,11 @@ def connect_and_show(cfg: Config, cluster: str | None) -> int:
         return show_plan(cfg, cluster)
     import ray
 
-    ray.init(address=cfg.resources.ray_address or "auto", logging_level="ERROR")
+    address = cfg.resources.ray_address or "auto"
+    try:
+        ray.init(address=address, logging_level="ERROR")
+    except ConnectionError as e:
+        raise PlanError(f"--cluster live: no Ray cluster to read at resources.ray_address={address!r} ({e})") from None
     try:
         return show_plan(cfg, cluster)
     finally:

@@ -85,8 +85,8 @@ def stage_groups(cfg: Config) -> dict[str, list[Group]]:
                    runs_model=True)
     policy = c.policy if "critic" in cfg.run.stages else "rule"
     judge, out = False, {}
-    for stage in cfg.run.stages:
-        if stage == "critic" and not c.train:
+    for stage in ("critic", "rft", "dpo", "eval"):  # the order they run in, whatever the list's order
+        if stage not in cfg.run.stages or (stage == "critic" and not c.train):
             continue
         judge = judge or stage == "critic" or (stage in ("rft", "dpo") and policy != "rule")
         groups = [samplers, judges if judge else rule, buffer]

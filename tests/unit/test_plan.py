@@ -72,6 +72,10 @@ def test_rule_only_run_places_critics_without_gpus():
     assert "critic" not in plan
 
 
+def test_stages_are_planned_in_the_order_they_run():
+    assert list(stage_groups(gpu_cfg("run.stages=[eval,dpo,critic,rft]"))) == ["critic", "rft", "dpo", "eval"]
+
+
 def test_untrained_critic_has_no_stage_but_its_judge_runs_later():
     plan = stage_groups(gpu_cfg("critic.train=false"))
     assert "critic" not in plan

@@ -47,8 +47,8 @@ def build_data(n: int, shape: str) -> list[dict]:
             rows.append({"messages": solver_messages(p, ModelConfig().system_prompt), "chosen": work,
                          "rejected": bad})
         else:
-            right = f"The response's final answer is {p.answer}. The reference answer is {p.answer}. They match.\nScore: 9"
-            off = f"The response's final answer is {p.answer}. The reference answer is {p.answer}. They differ.\nScore: 2"
+            both = f"The response's final answer is {p.answer}. The reference answer is {p.answer}."
+            right, off = f"{both} They match.\nScore: 9", f"{both} They differ.\nScore: 2"
             rows.append({"messages": judge_messages(p, work), "chosen": right, "rejected": off})
     return rows
 
@@ -72,8 +72,9 @@ def _job(kind: str, model_path: str, args, lr: float, zero_stage: int | None = N
     from learners.trainer import LearnJob
 
     return LearnJob(name="bench", kind=kind, model_path=model_path, out_dir="", storage_dir="", buffer=None, lr=lr,
-                    micro_batch_size=args.micro_batch, max_len=args.max_len, zero_stage=2 if zero_stage is None else zero_stage, bf16=True,
-                    plain_when_single=zero_stage is None, warmup_steps=0, beta=0.5, nll_coef=1.0)
+                    micro_batch_size=args.micro_batch, max_len=args.max_len, bf16=True,
+                    zero_stage=2 if zero_stage is None else zero_stage, plain_when_single=zero_stage is None,
+                    warmup_steps=0, beta=0.5, nll_coef=1.0)
 
 
 def _records(kind: str, rows: list[dict]):
@@ -94,12 +95,13 @@ def run_ours(kind: str, rows: list[dict], model_path: str, args, zero_stage: int
     from learners.trainer import LearnerWorker, loss_units, prepare_batch
 
     items = _records(kind, rows)
-    ref_s = 0.0
+    ref_s = score_s = 0.0
     if kind == "dpo":  # timed with loading its model, as TRL's reference model loads in its timed __init__
         t0 = time.perf_counter()
         scorer = ReferenceScorer(model_path, max_len=args.max_len, dtype="auto", batch_size=args.micro_batch)
+        t_loaded = time.perf_counter()
         items = scorer.enrich(items)
-        ref_s = time.perf_counter() - t0
+        ref_s, score_s = time.perf_counter() - t0, time.perf_counter() - t_loaded
         del scorer
     w = LearnerWorker(_job(kind, model_path, args, args.lr, zero_stage), 0, 1)
     t0 = time.perf_counter()
@@ -109,7 +111,8 @@ def run_ours(kind: str, rows: list[dict], model_path: str, args, zero_stage: int
             w.step(batch, loss_units(batch, w.job))
     train_s = time.perf_counter() - t0
     del w
-    return {"ref_seconds": ref_s, "train_seconds": train_s, "seconds": ref_s + train_s}
+    return {"ref_seconds": ref_s, "ref_scoring_seconds": score_s, "train_seconds": train_s,
+            "seconds": ref_s + train_s}
 
 
 # ------------------------------------------------------------------------------ TRL
@@ -219,7 +222,8 @@ def logprob_old_vs_new(rows: list[dict], model_path: str, args) -> dict:
         try:
             mem = PeakMemory()
             r = run_ours("dpo", rows, model_path, args, around_train=mem)
-            out[name] = {"train_tok_per_s": tokens / r["train_seconds"], "ref_tok_per_s": tokens / r["ref_seconds"],
+            out[name] = {"train_tok_per_s": tokens / r["train_seconds"],
+                         "ref_tok_per_s": tokens / r["ref_scoring_seconds"],
                          "train_peak_mib_above_start": mem.mib}
         finally:
             L.response_logps = R.response_logps = logps
@@ -355,8 +359,8 @@ def main() -> None:
             res[f"trl_{kind}_tok_per_s"] = tokens / trl["seconds"]
             res[f"ratio_{kind}_vs_trl"] = res[f"{kind}_tok_per_s"] / res[f"trl_{kind}_tok_per_s"]
             res[f"{kind}_detail"] = {"tokens": tokens, "ours": ours, "trl": trl}
-            if kind == "dpo":  # the reference scorer alone: forward passes over chosen and rejected
-                res["ref_scorer_tok_per_s"] = tokens / ours["ref_seconds"]
+            if kind == "dpo":  # the reference scorer alone (model loaded): forward passes over chosen and rejected
+                res["ref_scorer_tok_per_s"] = tokens / ours["ref_scoring_seconds"]
         result["shapes"][shape] = res
         print(shape, {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}, flush=True)
     critic = build_data(args.items, "critic")

@@ -97,7 +97,8 @@ def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> d
         resp_mask[i, : len(r)] = 1
     g = torch.tensor(group, dtype=torch.long)
     prompt_len = prompt_mask.sum(-1)
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "prompt_pos": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+            "prompt_pos": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
             "group": g, "first_targets": torch.tensor(first, dtype=torch.long), "input_ids": resp_ids,
             "labels": labels, "attention_mask": torch.cat([prompt_mask[g], resp_mask], dim=1),
             "position_ids": prompt_len[g, None] + torch.arange(rw)[None, :]}

@@ -11,7 +11,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 from core.answers import AnswerCheck, extract_final_answer, normalise_answer
-from core.critique_data import answer_swapped, flawed_copy, salt_of, slip_copy
+from core.critique_data import answer_swapped, flawed_copy, reworded_solution, salt_of, slip_copy
 from core.prompts import judge_messages, solver_messages, wrong_final_answer
 from core.records import Grade, GradedSample, Pair, Problem, SFTExample
 from core.work_grade import WorkGrade, grade_work
@@ -255,13 +255,15 @@ def critique_target(key: str, problem: Problem, response: str, wg: WorkGrade) ->
 
 
 def reference_targets(problem: Problem, hard_negatives: bool) -> list[SFTExample]:
-    """The reference (fully right) and, as hard negatives, its copies changed in one way each:
+    """The reference (fully right), its steps in other words (fully right, so that "looks like
+    the reference" is not the rule), and as hard negatives its copies changed in one way each:
     a false step with the answer kept (5), a slip carried to the answer (4), a wrong final
     answer after right steps (3). Without them the judge learns that tidy work is right."""
     texts = [("ref", problem.reference, "correct")]
     if hard_negatives:
         salt = salt_of(problem.id)
-        texts += [("flawed-ref", flawed_copy(problem.reference, salt), "correct"),
+        texts += [("reworded", reworded_solution(problem), "correct"),  # right work that is not the reference
+                  ("flawed-ref", flawed_copy(problem.reference, salt), "correct"),
                   ("slip-ref", slip_copy(problem.reference, salt), "incorrect"),
                   ("wrong-ref", wrong_final_answer(problem.reference, problem.answer, salt), "incorrect")]
     out = []

@@ -94,49 +94,60 @@ def grade_work(problem: Problem, response: str, answer_verdict: str) -> WorkGrad
     """The true band of a response; None when the final answer's verdict is unknown."""
     final, _ = extract_final_answer(response)
     if not final:
-        return WorkGrade(1, "no answer", f"The response gives no final answer. The reference answer is "
-                                         f"{problem.answer}.")
+        return WorkGrade(1, "no answer", f"No final answer; reference {problem.answer}.")
     if answer_verdict not in ("correct", "incorrect"):
         return None
     stmts = find_statements(response)
     ref = reference_statements(problem)
     false = next((s for s in stmts if not s.true), None)
-    tail = f"The final answer {final} {'matches' if answer_verdict == 'correct' else 'differs from'} " \
-           f"the reference {problem.answer}."
+    match = "match" if answer_verdict == "correct" else "differ"
+    work = steps_text(stmts, ref)
+    tail = f"Final answer {final}; reference {problem.answer}; they {match}."
     if answer_verdict == "correct":
-        return _right_answer(stmts, false, foreign_operand(stmts, problem, ref), tail)
-    return _wrong_answer(stmts, false, ref, tail)
+        return _right_answer(stmts, false, foreign_operand(stmts, problem, ref), work, tail)
+    return _wrong_answer(stmts, false, ref, work, tail)
 
 
-def _wrong_step(s: Statement) -> str:
-    v = s.value
-    return f"The step {quote(s)} is wrong: {lhs(s)} is {fmt(v) if v is not None else 'undefined'}."
+def steps_text(stmts: list[Statement], ref: list[Statement], most: int = 3) -> str:
+    """The response's steps up to its first wrong one (at most `most`), each beside the
+    reference's step with the same operation where there is one: copying both results out
+    before the verdict lets a small judge compare two numbers instead of doing arithmetic."""
+    if not stmts:
+        return "No steps shown."
+    lines = []
+    for s in stmts[:most]:
+        r = matching_reference_step(s, ref)
+        v = s.value
+        verdict = "right" if s.true else f"wrong, {lhs(s)} is {fmt(v) if v is not None else 'undefined'}"
+        lines.append(f"Step {quote(s)}; {f'reference {quote(r)}' if r else 'not in the reference'}; {verdict}.")
+        if not s.true:
+            break
+    return " ".join(lines)
 
 
-def _right_answer(stmts, false, foreign, tail: str) -> WorkGrade:
+def matching_reference_step(s: Statement, ref: list[Statement]) -> Statement | None:
+    ref_results = {r.claimed for r in ref}
+    return next((r for r in ref if _same_step(r, s, ref_results, ref_results | {s.claimed} | set(s.operands))),
+                None)
+
+
+def _right_answer(stmts, false, foreign, work: str, tail: str) -> WorkGrade:
     if false is not None:
-        return WorkGrade(5, "right answer, false step", f"{_wrong_step(false)} {tail[:-1]}, but the work "
-                                                         f"does not support it.")
+        return WorkGrade(5, "right answer, false step", f"{work} {tail} The work does not support the answer.")
     if foreign is not None:
         s, x = foreign
-        return WorkGrade(6, "right answer, wrong operation", f"The step {quote(s)} uses {fmt(x)}, which is not "
-                                                              f"in the question. {tail}")
+        return WorkGrade(6, "right answer, wrong operation", f"{work} It uses {fmt(x)}, which is not in the "
+                                                              f"question. {tail}")
     if not stmts:
-        return WorkGrade(9, "right answer, no steps", f"No steps are shown. {tail}")
-    which = "step" if len(stmts) == 1 else "steps"
-    shown = " and ".join(quote(s) for s in stmts[:2]) + (" ..." if len(stmts) > 2 else "")
-    return WorkGrade(10, "fully right", f"The {which} {shown} {'is' if len(stmts) == 1 else 'are'} right. {tail}")
+        return WorkGrade(9, "right answer, no steps", f"{work} {tail}")
+    return WorkGrade(10, "fully right", f"{work} {tail}")
 
 
-def _wrong_answer(stmts, false, ref, tail: str) -> WorkGrade:
+def _wrong_answer(stmts, false, ref, work: str, tail: str) -> WorkGrade:
     on_plan = follows_reference(stmts, ref)
     n_false = sum(not s.true for s in stmts)
     if on_plan and n_false == 1:
-        return WorkGrade(4, "slip", f"The set-up follows the reference. {_wrong_step(false)} {tail}")
+        return WorkGrade(4, "slip", f"{work} {tail} One slip after the reference's set-up.")
     if on_plan and n_false == 0:
-        return WorkGrade(3, "copying slip", f"The steps are right and follow the reference. {tail}")
-    if false is not None:
-        return WorkGrade(2, "wrong", f"{_wrong_step(false)} {tail}")
-    if stmts:
-        return WorkGrade(2, "wrong", f"The work does not follow the reference's steps. {tail}")
-    return WorkGrade(2, "wrong", f"No steps are shown. {tail}")
+        return WorkGrade(3, "copying slip", f"{work} {tail} The answer does not follow the steps.")
+    return WorkGrade(2, "wrong", f"{work} {tail}")

@@ -14,7 +14,8 @@ from core.config import Config
 from core.data import DataError
 from core.grading import critique_policy, dpo_policy, rft_policy
 from core.prompts import judge_messages
-from core.records import GradedSample, Problem, SFTExample, from_json
+from core.critic_eval import balanced_pick, critic_report, heldout_probe, selection_summary
+from core.records import GradedSample, Problem, Sample, SFTExample, from_json
 from core.stats import eval_outcomes, paired_table
 from learners.ref_scorer import ReferenceScorer
 from learners.trainer import LearnJob
@@ -104,31 +105,40 @@ def load_critique_records(path: str) -> list[SFTExample]:
     return out
 
 
-def critic_accuracy(rt: Runtime, heldout: list[GradedSample], judge_ckpt) -> dict:
-    """Agreement of the judge's verdict with the rule label on held-out responses."""
-    from core.answers import extract_final_answer
+def critic_accuracy(rt: Runtime, heldout: list[GradedSample], judge_ckpt, out_path: Path | None = None,
+                    add_references: bool = True) -> dict:
+    """The judge on a held-out probe with both classes: balanced accuracy against the true
+    band, AUC against the rule label, mean score per band, flawed-work detection."""
+    c = rt.cfg.critic
+    items = heldout_probe(heldout, keep_threshold=c.keep_threshold, min_per_class=c.heldout_min_per_class,
+                          add_references=add_references)
+    if not items:
+        return {"critic_balanced_accuracy": None, "critic_n": 0}
+    grades = judge_all(rt, [Sample(it.problem, 0, it.response) for it in items], judge_ckpt)
+    scores = {it.key: (g.score if g is not None else None) for it, g in zip(items, grades)}
+    if out_path is not None:
+        write_probe(out_path, items, grades)
+    return critic_report(items, scores, c.keep_threshold)
 
-    for g in heldout:  # a response with no final answer at all is wrong, whatever the parser said
-        if g.grade.verdict == "unknown" and not extract_final_answer(g.sample.response)[0]:
-            g.grade.verdict = "incorrect"
-    labelled = [g for g in heldout if g.grade.verdict in ("correct", "incorrect")]
-    if not labelled:
-        return {"critic_accuracy": None, "critic_n": 0}
+
+def judge_all(rt: Runtime, samples: list[Sample], judge_ckpt) -> list:
+    """Model grades for samples, spread over the critic actors."""
     critics = rt.critics("model")
     critics.call_all("ensure_checkpoint", *judge_ckpt)
-    grades = []
-    chunk = max(1, len(labelled) // len(critics) + 1)
-    refs = [critics.actors[i % len(critics)].judge_texts.remote([g.sample for g in labelled[j:j + chunk]])
-            for i, j in enumerate(range(0, len(labelled), chunk))]
-    for part in ray.get(refs):
-        grades.extend(part)
-    hits = [(m is not None and m.verdict == g.grade.verdict) for g, m in zip(labelled, grades)]
-    pos = [h for h, g in zip(hits, labelled) if g.grade.verdict == "correct"]
-    neg = [h for h, g in zip(hits, labelled) if g.grade.verdict == "incorrect"]
-    rates = [sum(x) / len(x) for x in (pos, neg) if x]
-    return {"critic_accuracy": sum(hits) / len(hits), "critic_balanced_accuracy": sum(rates) / len(rates),
-            "critic_n": len(hits), "critic_n_correct_label": len(pos),
-            "critic_ungraded": sum(m is None or m.score is None for m in grades)}
+    chunk = max(1, len(samples) // len(critics) + 1)
+    refs = [critics.actors[i % len(critics)].judge_texts.remote(samples[j:j + chunk])
+            for i, j in enumerate(range(0, len(samples), chunk))]
+    return [g for part in ray.get(refs) for g in part]
+
+
+def write_probe(path: Path, items: list, grades: list) -> None:
+    """One line per probe item: what the judge read, its true band, and what the judge wrote."""
+    with path.open("w", encoding="utf-8") as fh:
+        for it, g in zip(items, grades):
+            fh.write(json.dumps({"key": it.key, "kind": it.kind, "true_score": it.truth.score,
+                                 "true_analysis": it.truth.analysis, "rule_verdict": it.rule_verdict,
+                                 "response": it.response, "critic_score": g.score if g else None,
+                                 "critic_analysis": g.analysis if g else ""}) + "\n")
 
 
 def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
@@ -149,27 +159,32 @@ def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
         buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
                              functools.partial(critique_policy, heldout=heldout, max_wrong=c.max_wrong_per_prompt,
                                                    hard_negatives=c.hard_negatives, balance=c.balance_classes,
-                                                   counterfactual=c.counterfactual_answers))
+                                                   counterfactual=c.counterfactual_answers,
+                                                   keep_threshold=c.keep_threshold))
         todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
     job = make_job(rt, "critic", "sft", rt.model_path, buffer, c.lr, c.epochs)
     spec = rt.sampling(n=c.bootstrap_samples)
     rep = stream_and_learn(rt, "critic", todo, spec, job, buffer, critic_policy="rule")
     ckpt = job.out_dir
     held = [g for g in read_lineage(buffer_dir / "lineage.jsonl") if g.sample.problem.id in heldout]
-    acc = critic_accuracy(rt, held, (ckpt, "critic"))
+    acc = critic_accuracy(rt, held, (ckpt, "critic"), d / "heldout_probe.jsonl")
     metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"]}
     rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if v is not None})
     return ckpt, metrics
 
 
 def critic_gate(rt: Runtime, metrics: dict) -> str:
-    """Return the grading policy later stages use, or stop when the critic is too weak."""
+    """Return the grading policy later stages use, or stop when the critic is too weak.
+
+    The gate reads balanced accuracy: with mostly wrong held-out responses, a critic that
+    calls everything wrong has high raw accuracy.
+    """
     c = rt.cfg.critic
-    acc = metrics.get("critic_accuracy")
+    acc = metrics.get("critic_balanced_accuracy")
     if acc is None or acc >= c.accuracy_gate:
         return c.policy
-    msg = (f"critic accuracy {acc:.3f} on {metrics.get('critic_n')} held-out responses is below the gate "
-           f"critic.accuracy_gate={c.accuracy_gate} (the paper's failure signal)")
+    msg = (f"critic balanced accuracy {acc:.3f} on {metrics.get('critic_n')} held-out responses is below the "
+           f"gate critic.accuracy_gate={c.accuracy_gate} (the paper's failure signal)")
     if c.on_gate_fail == "stop":
         raise StageError(msg + "; stopping. Set critic.on_gate_fail=use_rule to continue with the rule grader.")
     log.warning("%s; continuing with the rule grader only", msg)
@@ -235,6 +250,7 @@ def _rollout_metrics(rt: Runtime, stage: str, rollout_dir: Path, rep: dict) -> d
          "train_tokens": rep["learner"]["tokens"], "rollout_tok_per_s": rep.get("rollout", {}).get("wall_seconds")
          and rep["rollout"]["tokens"] / rep["rollout"]["wall_seconds"]}
     rt.tracker.log({f"{stage}/{k}": v for k, v in m.items() if v is not None})
+    m["selection"] = selection_summary(graded, rt.cfg.critic.keep_threshold)
     return m
 
 
@@ -293,7 +309,8 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
     results["paired"] = paired_table(correct, seed=cfg.run.seed)
     n = cfg.eval.critic_on_eval
     if n and judge_ckpt is not None and responses:
-        acc = critic_accuracy(rt, responses[::max(1, len(responses) // n)][:n], judge_ckpt)
+        acc = critic_accuracy(rt, balanced_pick(responses, n), judge_ckpt,
+                              rt.run.stage_dir("eval") / "critic_probe.jsonl", add_references=False)
         results["critic_on_eval"] = acc
         rt.tracker.log({f"eval/{k}": v for k, v in acc.items() if v is not None})
     if cfg.eval.mathusereval_path and judge_ckpt is not None:

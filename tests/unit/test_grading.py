@@ -395,8 +395,8 @@ def test_critique_targets_are_true_bands_of_the_work_plus_reference():
              gs(2, 9.0, "3 + 4 = 6. The answer is 7.")]
     annotated, out = _critique(group, heldout=frozenset(), hard_negatives=False)
     assert [_score(x) for x in out] == [10, 4, 5, 10]
-    assert "The step 3 + 4 = 8 is wrong: 3 + 4 is 7." in out[1].response  # names the first wrong step
-    assert "The step 3 + 4 = 6 is wrong" in out[2].response and "matches the reference 7" in out[2].response
+    assert "Step 3 + 4 = 8; reference 3 + 4 = 7; wrong, 3 + 4 is 7." in out[1].response  # the first wrong step
+    assert "Step 3 + 4 = 6; reference 3 + 4 = 7; wrong" in out[2].response and "they match" in out[2].response
     assert out[-1].key == "critique:p1#ref"
     assert annotated[2].keep_reason.startswith("critique target, band 5")
     assert "Reference solution: 3 + 4 = 7" in out[0].messages[-1]["content"]  # the judge sees the work
@@ -407,7 +407,8 @@ def test_critique_hard_negatives_are_reference_copies_in_three_bands():
     right = GradedSample(Sample(p2, 0, "3 + 4 = 7. The answer is 7."), Grade(9.0, "correct"))
     _, out = _critique([right], heldout=frozenset())
     by = {x.key.split("#", 1)[1]: x for x in out if "#" in x.key and not x.key.endswith("#0")}
-    assert {k: _score(v) for k, v in by.items()} == {"ref": 10, "flawed-ref": 5, "slip-ref": 4, "wrong-ref": 3}
+    assert {k: _score(v) for k, v in by.items()} == {"ref": 10, "reworded": 10, "flawed-ref": 5, "slip-ref": 4,
+                                                     "wrong-ref": 3}
     from core.prompts import replace_final_answer, wrong_final_answer
 
     out = wrong_final_answer("17 + 7 = 7.5 or 7. The answer is 7.", "7", "s")

@@ -48,8 +48,13 @@ def test_bands(problem, response, verdict, score):
 
 def test_analysis_names_the_first_wrong_step_and_is_true():
     wg = grade_work(TWO, "3 x 4 = 13. 13 + 5 = 19. The answer is 19.", "incorrect")
-    assert wg.analysis.startswith("The step 3 x 4 = 13 is wrong: 3 x 4 is 12.")
-    assert "The final answer 19 differs from the reference 17." in wg.analysis
+    assert wg.analysis.startswith("Step 3 x 4 = 13; reference 3 x 4 = 12; wrong, 3 x 4 is 12. Final answer 19;")
+    assert "Final answer 19; reference 17; they differ." in wg.analysis
+    ok = grade_work(TWO, "3 x 4 = 12. 12 + 5 = 17. The answer is 17.", "correct")
+    assert ok.analysis == ("Step 3 x 4 = 12; reference 3 x 4 = 12; right. Step 12 + 5 = 17; reference 12 + 5 = 17; "
+                           "right. Final answer 17; reference 17; they match.")
+    off = grade_work(ONE, "12 - 7 = 5. The answer is 5.", "incorrect")
+    assert off.analysis.startswith("Step 12 - 7 = 5; not in the reference; right.")
 
 
 def test_unknown_verdict_gives_no_label():

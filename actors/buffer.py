@@ -3,6 +3,8 @@
 Graded samples arrive as refs to batches. The buffer is the single writer of the
 stage's lineage: it appends every graded sample to `lineage.jsonl` the moment it
 arrives, so a restarted buffer (or a resumed run) rebuilds its state from disk.
+Every change is written before it is applied: a failed write (disk full) leaves the
+state as the files say, and the error, naming the file, goes to the caller.
 
 When samples are grouped by prompt (DPO pairing, RFT's per-prompt selection) a
 group is processed only once all n of its samples are graded. The group policy is
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any, Callable
 
 import ray
 
+from actors.journal import Journal
 from core.records import GradedSample, from_json, lineage_json, to_json
 
 GroupPolicy = Callable[[list[GradedSample]], tuple[list[GradedSample], list[Any]]]
@@ -55,33 +57,6 @@ class BufferStats:
     extra: dict = field(default_factory=dict)
 
 
-class _Log:
-    """Append-only JSONL file; every line flushed before the call returns."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
-
-    def write(self, rows: list[dict]) -> None:
-        if rows:
-            self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            self._fh.flush()
-
-    @staticmethod
-    def read(path: Path) -> list[dict]:
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a torn last line from a crash mid-write: everything before it stands
-        return out
-
-
 # Producers wait inside `put` while the buffer is full, each holding a concurrency slot;
 # consumers (take/ack) share the same pool of slots. Slots in an asyncio actor are only
 # coroutines, so the pool is sized far above any bounded producer count (the streaming
@@ -96,10 +71,10 @@ class Buffer:
         self.group_policy = group_policy
         self.enricher = enricher
         d = Path(run_dir)
-        self.lineage = _Log(d / "lineage.jsonl")  # one graded sample per line
-        self.decisions = _Log(d / "decisions.jsonl")  # kept/rejected with reason
-        self.deliverables = _Log(d / "deliverables.jsonl")  # what consumers get
-        self.acks = _Log(d / "acks.jsonl")
+        self.lineage = Journal(d / "lineage.jsonl")  # one graded sample per line
+        self.decisions = Journal(d / "decisions.jsonl")  # kept/rejected with reason
+        self.deliverables = Journal(d / "deliverables.jsonl")  # what consumers get
+        self.acks = Journal(d / "acks.jsonl")
         self._cond = asyncio.Condition()
         self._seen: set[str] = set()
         self._groups: dict[str, list[GradedSample]] = {}
@@ -117,10 +92,10 @@ class Buffer:
     # ------------------------------------------------------------------ recovery
 
     def _recover(self, d: Path) -> None:
-        graded = [from_json(r) for r in _Log.read(d / "lineage.jsonl")]
-        decided = {r["key"] for r in _Log.read(d / "decisions.jsonl")}
+        graded = [from_json(r) for r in Journal.read(d / "lineage.jsonl")]
+        decided = {r["key"] for r in Journal.read(d / "decisions.jsonl")}
         acked: dict[str, tuple[str, int]] = {}
-        for r in _Log.read(d / "acks.jsonl"):
+        for r in Journal.read(d / "acks.jsonl"):
             if r.get("undo"):
                 acked.pop(r["key"], None)
             else:
@@ -130,7 +105,7 @@ class Buffer:
             self._stats.received += 1
             if self.group_size and g.key not in decided:
                 self._groups.setdefault(g.sample.problem.id, []).append(g)
-        for row in _Log.read(d / "deliverables.jsonl"):
+        for row in Journal.read(d / "deliverables.jsonl"):
             key = row["key"]
             if key in self._refs:
                 continue
@@ -138,6 +113,13 @@ class Buffer:
             self._refs[key] = ref
             if key not in acked:
                 self._pending[key] = ref
+        if not self.group_size and self.group_policy is None:
+            # A sample whose deliverable write failed (disk full) after its lineage write is
+            # delivered from its lineage row (which has no token ids: consumers re-tokenize).
+            orphans = [g for g in graded if g.key not in self._refs and g.key not in acked]
+            self.deliverables.write([{"key": g.key, "item": encode_item(g)} for g in orphans])
+            for g in orphans:
+                self._refs[g.key] = self._pending[g.key] = ray.put(g)
         self._acked = acked
         self._stats.acked = len(acked)
 
@@ -164,9 +146,9 @@ class Buffer:
         async with self._cond:
             await self._cond.wait_for(lambda: self._room_for(len(batch)))
             fresh = [g for g in batch if g.key not in self._seen]
+            self.lineage.write([lineage_json(g) for g in fresh])
             self._stats.duplicates_ignored += len(batch) - len(fresh)
             self._seen.update(g.key for g in fresh)
-            self.lineage.write([lineage_json(g) for g in fresh])
             self._stats.received += len(fresh)
             ready: list[list[GradedSample]] = []
             if not self.group_size:
@@ -181,24 +163,25 @@ class Buffer:
             # _emit; reserving them keeps concurrent puts from overfilling the buffer.
             self._reserved += sum(len(g) for g in ready)
             self._stats.max_held = max(self._stats.max_held, self._held())
-        for group in ready:
+        for i, group in enumerate(ready):
             try:
                 await self._emit(group)
-            finally:
-                async with self._cond:
-                    self._reserved -= len(group)
-                    self._cond.notify_all()
+            except BaseException:  # a failed write (disk full) releases the groups behind it too
+                await self._release(sum(map(len, ready[i:])))
+                raise
+            await self._release(len(group))
         return len(fresh)
+
+    async def _release(self, reserved: int) -> None:
+        async with self._cond:
+            self._reserved -= reserved
+            self._cond.notify_all()
 
     async def _emit(self, group: list[GradedSample]) -> None:
         if self.group_policy is None:
             annotated, items = group, list(group)
         else:
             annotated, items = self.group_policy(group)
-        self.decisions.write([{"key": g.key, "kept": g.kept, "reason": g.keep_reason,
-                               "score": g.grade.score} for g in annotated if g.kept is not None])
-        self._stats.kept += sum(1 for g in annotated if g.kept)
-        self._stats.rejected += sum(1 for g in annotated if g.kept is False)
         if self.enricher is not None and items:
             items = await self.enricher.enrich.remote(items)
         rows, refs = [], []
@@ -206,7 +189,13 @@ class Buffer:
             key = item_key(item)
             rows.append({"key": key, "item": encode_item(item)})
             refs.append((key, ray.put(item)))
+        # Deliverables before decisions: recovery re-emits a group with no decisions, and
+        # deliverables it already has are not delivered twice (keys dedupe below).
         self.deliverables.write(rows)
+        self.decisions.write([{"key": g.key, "kept": g.kept, "reason": g.keep_reason,
+                               "score": g.grade.score} for g in annotated if g.kept is not None])
+        self._stats.kept += sum(1 for g in annotated if g.kept)
+        self._stats.rejected += sum(1 for g in annotated if g.kept is False)
         async with self._cond:
             for key, ref in refs:
                 if key not in self._refs and key not in self._acked:
@@ -222,9 +211,9 @@ class Buffer:
         async with self._cond:
             await self._cond.wait_for(lambda: self._room_for(len(items)))
             fresh = [it for it in items if item_key(it) not in self._refs and item_key(it) not in self._acked]
+            self.deliverables.write([{"key": item_key(it), "item": encode_item(it)} for it in fresh])
             self._stats.duplicates_ignored += len(items) - len(fresh)
             self._stats.received += len(fresh)
-            self.deliverables.write([{"key": item_key(it), "item": encode_item(it)} for it in fresh])
             for it in fresh:
                 ref = ray.put(it)
                 self._refs[item_key(it)] = ref
@@ -238,11 +227,13 @@ class Buffer:
         async with self._cond:
             leftovers = list(self._groups.values())
             self._groups.clear()
-        for grp in leftovers:
-            await self._emit(grp)
-        async with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        try:
+            for grp in leftovers:
+                await self._emit(grp)
+        finally:  # even when a write failed: consumers drain what exists and stop
+            async with self._cond:
+                self._closed = True
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ consumers
 
@@ -268,27 +259,27 @@ class Buffer:
         """Mark keys consumed at a training step. Keys, not just the lease, are named so
         that an ack still lands after a buffer restart has forgotten the lease."""
         async with self._cond:
-            self._leases.pop(lease, None)
             fresh = [k for k in keys if k not in self._acked]
+            self.acks.write([{"key": k, "consumer": consumer, "step": step} for k in fresh])
+            self._leases.pop(lease, None)
             for k in fresh:
                 self._pending.pop(k, None)
                 self._acked[k] = (consumer, step)
-            self.acks.write([{"key": k, "consumer": consumer, "step": step} for k in fresh])
             self._stats.acked += len(fresh)
             self._cond.notify_all()
 
     async def rewind(self, consumer: str, step: int) -> int:
         """Return the consumer's open leases and its acks after `step` to the queue front."""
         async with self._cond:
+            undone = [k for k, (c, s) in self._acked.items() if c == consumer and s > step]
+            self.acks.write([{"key": k, "consumer": consumer, "step": -1, "undo": True} for k in undone])
             back: list[str] = []
             for lease, (c, keys) in list(self._leases.items()):
                 if c == consumer:
                     back.extend(keys)
                     del self._leases[lease]
-            undone = [k for k, (c, s) in self._acked.items() if c == consumer and s > step]
             for k in undone:
                 del self._acked[k]
-            self.acks.write([{"key": k, "consumer": consumer, "step": -1, "undo": True} for k in undone])
             back.extend(undone)
             self._stats.acked -= len(undone)
             for k in reversed(back):

@@ -6,6 +6,7 @@ import os
 import time
 
 from actors.engine import Engine, SamplingSpec
+from actors.pool import end_for_restart, restart_on_engine_death
 from core.answers import AnswerChecker
 from core.grading import combine_grades, parse_judge_output, rule_grade
 from core.prompts import judge_messages
@@ -24,11 +25,14 @@ class CriticWorker:
         self.policy = policy
         self.checker = AnswerChecker(timeout_s=answer_timeout_s)
         self.judge = Engine(judge_path, **engine_kwargs) if policy != "rule" and judge_path else None
+        if self.judge is not None:  # a dead judge engine ends the actor; Ray restarts it
+            self.judge.watch(end_for_restart)
         self.judge_version = judge_version
         self.spec = SamplingSpec(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
         self.threshold = threshold
         self.pid = os.getpid()
 
+    @restart_on_engine_death
     def ensure_checkpoint(self, model_path: str, version: str) -> float:
         if self.judge is None or version == self.judge_version:
             return 0.0
@@ -52,6 +56,7 @@ class CriticWorker:
             grades.append(g)
         return grades
 
+    @restart_on_engine_death
     def grade(self, samples: list[Sample], checkpoint: tuple[str, str] | None = None):
         if checkpoint:
             self.ensure_checkpoint(*checkpoint)
@@ -75,6 +80,7 @@ class CriticWorker:
                    "judged": len(todo), "seconds": time.perf_counter() - t0, "pid": self.pid}
         return summary, graded
 
+    @restart_on_engine_death
     def judge_texts(self, samples: list[Sample]) -> list[Grade | None]:
         """Model grades only (critic accuracy is measured against rule labels)."""
         return self._model_grades(samples)

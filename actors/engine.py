@@ -9,10 +9,17 @@ done here with the HF tokenizer, once per engine, and requests go in as token id
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
+
+
+class EngineDead(RuntimeError):
+    """The engine's core process is gone: this engine will never answer again."""
 
 
 @dataclass
@@ -57,11 +64,59 @@ class _EngineBase:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.max_model_len = max_model_len
         self.model_path = model_path
+        self._closing = False
         self.llm = self._start(_engine_kwargs(model_path, dtype, max_model_len, tensor_parallel_size, seed,
                                               kv_cache_gib, gpu, cpu_threads_bind, max_num_seqs))
 
     def _start(self, vllm_kwargs: dict):
         raise NotImplementedError
+
+    def _core_client(self):
+        raise NotImplementedError
+
+    def _core_procs(self) -> list:
+        # Only a multiprocess client has core processes; an in-process one has no `resources`.
+        manager = getattr(getattr(self._core_client(), "resources", None), "engine_manager", None)
+        return list(getattr(manager, "processes", None) or [])
+
+    def core_pids(self) -> list[int]:
+        """PIDs of the engine-core processes (what an out-of-memory kill would hit)."""
+        return [p.pid for p in self._core_procs()]
+
+    def alive(self) -> bool:
+        resources = getattr(self._core_client(), "resources", None)
+        if resources is not None and resources.engine_dead:
+            return False
+        return all(p.is_alive() for p in self._core_procs())
+
+    @contextlib.contextmanager
+    def _dead_engine_check(self):
+        """Turn any failure of a dead engine into EngineDead (vLLM raises EngineDeadError,
+        or a socket error, depending on where the call was when the core died)."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            yield
+        except Exception as e:
+            if isinstance(e, EngineDeadError) or not self.alive():
+                raise EngineDead(f"vLLM engine core for {self.model_path} is gone: {e!r}") from e
+            raise
+
+    def watch(self, on_death: Callable[[str], None], every_s: float = 1.0) -> None:
+        """Call `on_death` once, from a daemon thread, when the engine core dies.
+
+        A call in flight does not always see the death: vLLM's blocking client waits on
+        its output queue forever once the core is gone, and an idle engine sees nothing."""
+
+        def loop() -> None:
+            while not self._closing:
+                if not self.alive():
+                    if not self._closing:
+                        on_death(f"vLLM engine core for {self.model_path} died (pids {self.core_pids()})")
+                    return
+                time.sleep(every_s)
+
+        threading.Thread(target=loop, name="engine-watchdog", daemon=True).start()
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -105,6 +160,9 @@ class Engine(_EngineBase):
 
         return LLM(**vllm_kwargs)
 
+    def _core_client(self):
+        return self.llm.llm_engine.engine_core
+
     def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
         """n completions per conversation, in input order."""
         from vllm.inputs import TokensPrompt
@@ -116,20 +174,23 @@ class Engine(_EngineBase):
         for i, b in enumerate(budgets):
             by_budget.setdefault(b, []).append(i)
         for budget, idxs in by_budget.items():
-            results = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in idxs],
-                                        self.params(spec, budget), use_tqdm=False)
+            with self._dead_engine_check():
+                results = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in idxs],
+                                            self.params(spec, budget), use_tqdm=False)
             for i, res in zip(idxs, results):
                 out[i] = self.completions(prompts[i], res.outputs)
         return out
 
     def shutdown(self) -> None:
         """Stop the engine-core process now; left to garbage collection it can outlive its user."""
+        self._closing = True
         self.llm.llm_engine.engine_core.shutdown()
 
     def load_weights(self, model_path: str) -> float:
         """Swap in a new checkpoint of the same architecture; returns seconds taken."""
         t0 = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+        with self._dead_engine_check():
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
         self.model_path = model_path
         return time.perf_counter() - t0
 
@@ -144,6 +205,9 @@ class AsyncEngine(_EngineBase):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_kwargs, disable_log_stats=True))
+
+    def _core_client(self):
+        return self.llm.engine_core
 
     async def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
         """n completions per conversation, in input order."""
@@ -161,11 +225,13 @@ class AsyncEngine(_EngineBase):
                 pass
             return self.completions(ids, final.outputs)
 
-        return list(await asyncio.gather(*(one(p, b) for p, b in zip(prompts, budgets))))
+        with self._dead_engine_check():
+            return list(await asyncio.gather(*(one(p, b) for p, b in zip(prompts, budgets))))
 
     async def load_weights(self, model_path: str) -> float:
         """Swap in a new checkpoint; the caller makes sure no request is running."""
         t0 = time.perf_counter()
-        await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+        with self._dead_engine_check():
+            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
         self.model_path = model_path
         return time.perf_counter() - t0

@@ -1,14 +1,64 @@
-"""A pool of identical actors with least-outstanding dispatch and failure bookkeeping."""
+"""A pool of identical actors with least-outstanding dispatch and failure bookkeeping.
+
+The pool's one recovery path is "the actor died": Ray restarts it (max_restarts), its
+calls in flight fail, and the caller re-dispatches them. Other faults are turned into
+that one: a worker whose engine died ends its own process (`end_for_restart`), and
+the caller kills an actor that missed a call deadline (`kill_hung`).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def end_for_restart(reason: str) -> NoReturn:
+    """End this actor's process so that Ray restarts it.
+
+    os._exit, not ray.actor.exit_actor: Ray never restarts an actor that exited on
+    purpose. Child processes (an engine core that is hung rather than dead) go first,
+    so that the restarted actor does not share the machine with them.
+    """
+    import psutil
+
+    print(f"{reason}; ending actor process {os.getpid()} so that Ray restarts it", file=sys.stderr, flush=True)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    os._exit(70)
+
+
+def restart_on_engine_death(method):
+    """Decorate a worker method: an EngineDead inside it ends the actor (see end_for_restart)."""
+    from actors.engine import EngineDead
+
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def guarded_async(*args, **kwargs):
+            try:
+                return await method(*args, **kwargs)
+            except EngineDead as e:
+                end_for_restart(str(e))
+        return guarded_async
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except EngineDead as e:
+            end_for_restart(str(e))
+    return guarded
 
 
 class ActorPool:
@@ -33,6 +83,7 @@ class ActorPool:
         self.outstanding = [0] * size
         self._suspect: dict[int, ray.ObjectRef] = {}  # index -> ping ref after a failure
         self.failures = 0
+        self.hung_kills = 0
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -70,10 +121,16 @@ class ActorPool:
         self.failures += 1
         self._suspect[index] = self.actors[index].ping.remote()
 
+    def kill_hung(self, index: int) -> None:
+        """An actor that missed a call deadline is treated as dead: killed and restarted.
+        Its calls in flight then fail like any dead actor's and are re-dispatched."""
+        self.hung_kills += 1
+        ray.kill(self.actors[index], no_restart=False)
+
     def call_all(self, method: str, *args, timeout: float | None = None) -> list:
         return ray.get([getattr(a, method).remote(*args) for a in self.actors], timeout=timeout)
 
-    def wait_any_alive(self, timeout: float = 120.0) -> None:
+    def wait_any_alive(self, timeout: float = 900.0) -> None:
         t0 = time.monotonic()
         while not self.available():
             if time.monotonic() - t0 > timeout:

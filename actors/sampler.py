@@ -7,6 +7,7 @@ import os
 import time
 
 from actors.engine import AsyncEngine, SamplingSpec
+from actors.pool import end_for_restart, restart_on_engine_death
 from core.prompts import solver_messages
 from core.records import Problem, Sample
 
@@ -20,10 +21,14 @@ class SamplerWorker:
     `generate` returns two objects (num_returns=2): a small summary the driver reads
     to account and detect failures, and the samples themselves, which stay in the
     object store and go straight to a critic.
+
+    An engine that dies (its core process killed, say for memory) ends the actor, so
+    that Ray restarts it with a fresh engine and the pool re-dispatches its calls.
     """
 
     def __init__(self, model_path: str, policy_version: str, engine_kwargs: dict, system_prompt: str):
         self.engine = AsyncEngine(model_path, **engine_kwargs)
+        self.engine.watch(end_for_restart)
         self.version = policy_version
         self.system_prompt = system_prompt
         self.pid = os.getpid()
@@ -39,11 +44,13 @@ class SamplerWorker:
         self.version = version
         return secs
 
+    @restart_on_engine_death
     async def ensure_checkpoint(self, model_path: str, version: str) -> float:
         """Switch weights in place when the stage moved on (also after a restart)."""
         async with self._swap:
             return await self._switch(model_path, version)
 
+    @restart_on_engine_death
     async def generate(self, problems: list[Problem], spec: SamplingSpec,
                        checkpoint: tuple[str, str] | None = None):
         async with self._swap:

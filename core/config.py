@@ -183,6 +183,11 @@ class ResourcesConfig(Section):
     learner_resources: dict[str, float] = Field(default_factory=dict)
     buffer_capacity: int = Field(256, ge=1)
     buffer_resources: dict[str, float] = Field(default_factory=dict)
+    # A sampler or critic call that takes longer than base + per_item x (sequences its actor
+    # holds) counts as hung: the actor is killed, restarted, and its calls re-dispatched.
+    # A hang detector, not a speed bound: set it several times the slowest healthy call.
+    call_deadline_s: float = Field(300.0, gt=0)
+    call_deadline_per_item_s: float = Field(4.0, ge=0)
 
     @model_validator(mode="after")
     def _gpus_match_tp(self):

@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actors.journal import describe_write_error
+
+
+class StageError(RuntimeError):
+    """A stage cannot go on; the message says why (the CLI prints it and exits 2)."""
+
 
 class RunDir:
     def __init__(self, root: str | Path):
@@ -33,8 +39,11 @@ class RunDir:
 
     def _save(self) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
-        os.replace(tmp, self.manifest_path)  # atomic: a crash never leaves half a manifest
+        try:
+            tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
+            os.replace(tmp, self.manifest_path)  # atomic: a crash never leaves half a manifest
+        except OSError as e:  # disk full or read-only: the old manifest still stands
+            raise StageError(describe_write_error(self.manifest_path, e, "the manifest")) from e
 
     def mark_started(self, stage: str) -> None:
         entry = self.manifest["stages"].setdefault(stage, {})

@@ -18,28 +18,31 @@ import ray
 from tqdm import tqdm
 
 from actors.buffer import Buffer
-from actors.stream import RolloutReport, run_rollout
+from actors.journal import Journal, RunDirWriteError
+from actors.stream import CallDeadline, RolloutReport, run_rollout
 from core.records import Problem
 from learners.trainer import LearnJob, run_learner
+from pipelines.run_dir import StageError
 from pipelines.runtime import Runtime
-
-
-class StageError(RuntimeError):
-    pass
 
 
 def remaining_problems(problems: list[Problem], lineage: Path, n: int) -> list[Problem]:
     """Problems whose n samples are not all in the lineage yet (for resume)."""
-    if not lineage.exists():
-        return problems
     counts: dict[str, int] = {}
-    for line in lineage.read_text(encoding="utf-8").splitlines():
-        try:
-            pid = json.loads(line)["sample"]["problem"]["id"]
-        except (json.JSONDecodeError, KeyError):
-            continue
+    for row in Journal.read(lineage):
+        pid = row["sample"]["problem"]["id"]
         counts[pid] = counts.get(pid, 0) + 1
     return [p for p in problems if counts.get(p.id, 0) < n]
+
+
+def stage_error(stage: str, err: BaseException) -> StageError:
+    """A rollout's failure as the CLI shows it; a run-directory write names its file."""
+    if isinstance(err, StageError):
+        return err
+    cause = getattr(err, "cause", None) or err  # a worker's error arrives wrapped in RayTaskError
+    if isinstance(cause, RunDirWriteError):
+        return StageError(f"{stage}: {cause}")
+    return StageError(f"{stage}: rollout failed: {err!r}")
 
 
 def make_buffer(rt: Runtime, directory: Path, group_size: int | None, policy=None, enricher=None):
@@ -75,12 +78,17 @@ def rollout_with_progress(rt: Runtime, stage: str, problems: list[Problem], buff
             rt.tracker.log({f"{stage}/sampler_tok_per_s": sampled["tokens"] / max(secs, 1e-9)})
 
     try:
+        res = rt.cfg.resources
         rep = run_rollout(problems, samplers, critics, buffer, spec, prompts_per_call(rt.cfg.sampling, spec.n),
-                          policy_checkpoint=policy_ckpt, judge_checkpoint=judge_ckpt, on_progress=progress)
+                          policy_checkpoint=policy_ckpt, judge_checkpoint=judge_ckpt, on_progress=progress,
+                          deadline=CallDeadline(res.call_deadline_s, res.call_deadline_per_item_s))
+    except Exception as e:
+        raise stage_error(stage, e) from e
     finally:
         bar.close()
     rt.tracker.log({f"{stage}/rollout_tok_per_s": rep.tokens_per_s, f"{stage}/rollout_samples": rep.samples,
-                    f"{stage}/rollout_retries": rep.retries, f"{stage}/ungraded": rep.ungraded})
+                    f"{stage}/rollout_retries": rep.retries, f"{stage}/rollout_hung_kills": rep.hung_kills,
+                    f"{stage}/ungraded": rep.ungraded})
     return rep
 
 
@@ -96,7 +104,10 @@ def stream_and_learn(rt: Runtime, stage: str, problems: list[Problem], spec, job
                                                              judge_ckpt=judge_ckpt))
         except BaseException as e:  # surfaced after the learner stops
             errors.append(e)
-            ray.get(buffer.close.remote())  # let the learner drain what exists and stop
+            try:
+                ray.get(buffer.close.remote())  # let the learner drain what exists and stop
+            except Exception:
+                pass  # the buffer marks itself closed even when its last writes fail
 
     stop = threading.Event()
     producer = threading.Thread(target=rollout, name=f"{stage}-rollout", daemon=True)
@@ -105,12 +116,17 @@ def stream_and_learn(rt: Runtime, stage: str, problems: list[Problem], spec, job
     monitor.start()
     try:
         summary = run_learner(job)
+    except BaseException:
+        producer.join(timeout=60)
+        if errors:  # the rollout's failure (a full disk, say) is the cause to report
+            raise stage_error(stage, errors[0]) from errors[0]
+        raise
     finally:
         producer.join(timeout=3600)
         stop.set()
         monitor.join(timeout=10)
     if errors:
-        raise StageError(f"{stage}: rollout failed: {errors[0]!r}") from errors[0]
+        raise stage_error(stage, errors[0]) from errors[0]
     report["learner"] = summary
     report["buffer"] = ray.get(buffer.stats.remote())
     return report

@@ -53,7 +53,8 @@ def main() -> None:
     loops = [c and looping(o[0].text) for o, c in zip(outs, capped)]
     budgets = [b for b in BUDGETS if b <= cap]
     write_result("eval_budget", {
-        "problems": len(problems), "config": str(args.config), "model": cfg.model.name, "cap": cap,
+        "problems": len(problems), "config": str(args.config), "test_data": cfg.data.test.model_dump(),
+        "model": cfg.model.name, "cap": cap,
         "lengths_sorted": sorted(lengths), "cut_off_at_cap": sum(capped), "looping_at_cap": sum(loops),
         "cut_off_share": {str(b): cut_off_share(lengths, capped, b) for b in budgets},
         "cut_off_share_not_looping": {str(b): cut_off_share(lengths, capped, b, loops) for b in budgets},

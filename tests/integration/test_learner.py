@@ -213,17 +213,21 @@ def test_placeholder_only_step_moves_no_weight(ray_local, tiny_model, tmp_path):
         assert r["change"] == 0.0 and r["lr_same"] and r["steps_same"], r
 
 
-def test_a_rank_without_data_does_not_dilute_the_mean(ray_local, tiny_model, tmp_path):
-    """12 items: two ranks of 4 (the second step: one rank holds all 4, the other nothing)
-    train the same weights as one rank of 8, which sees the same two global batches."""
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_a_rank_without_data_does_not_dilute_the_mean(ray_local, tiny_model, tmp_path, kind):
+    """12 items: two ranks of 4 (ZeRO-2; the second step: one rank holds all 4, the other
+    nothing) train the same weights as one rank of 8, which sees the same two global batches."""
     from safetensors.torch import load_file
 
     weights = []
     for workers, micro in ((2, 4), (1, 8)):
         d = tmp_path / f"w{workers}"
         buf = Buffer.remote(str(d / "buf"), capacity=1000)
-        fill(buf, sft_items(12))
-        j = job(d, tiny_model, buf, num_workers=workers, micro_batch_size=micro, epochs=1, lr=1e-3)
+        items = sft_items(12) if kind == "sft" else _pairs(12)
+        for p in items if kind == "dpo" else []:
+            p.ref_chosen_logp, p.ref_rejected_logp = -20.0, -25.0
+        fill(buf, items)
+        j = job(d, tiny_model, buf, kind=kind, num_workers=workers, micro_batch_size=micro, epochs=1, lr=1e-3)
         assert run_learner(j)["micro"] == 2
         weights.append(load_file(str(Path(j.out_dir) / "model.safetensors")))
     start = load_file(str(Path(tiny_model) / "model.safetensors"))

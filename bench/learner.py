@@ -371,6 +371,7 @@ def main() -> None:
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "
                                           "bf16 only if native, loss sigmoid+sft (DPO+NLL), beta 0.5"}
     result["machine"] = machine_info() | {"commit": _commit()}
+    result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_result(args.out, result)
 
 

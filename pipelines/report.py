@@ -49,6 +49,7 @@ def plot_accuracy(res: dict, plots: Path) -> None:
     ax.bar(labels, [acc[k] * 100 for k in labels], color=["#999", "#4a90d9", "#2e7d32"][: len(labels)])
     for i, k in enumerate(labels):
         ax.text(i, acc[k] * 100 + 0.5, f"{acc[k] * 100:.1f}", ha="center")
+    ax.set_ylim(0, max(10.0, 1.15 * max(acc[k] * 100 for k in labels)))  # room for the labels, even at 0%
     ax.set_ylabel("greedy accuracy (%)")
     ax.set_title(f"Held-out accuracy (n={res.get('n_eval')})")
     _save(fig, plots / "accuracy.png")

@@ -51,15 +51,19 @@ def head(tmp_path):
         pytest.fail("ray head did not come up: " + (tmp_path / "head.log").read_text()[-2000:])
     yield address
     os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
+    try:  # `ray start --block` sat out the whole grace every time (30 s of CI); the group dies either way
+        proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def test_ray_job_submit_runs_tiny_pipeline(head, warm_tiny_model, tmp_path):
+    """What is proven here is the way in (job submit, token auth, runtime_env, the job server's
+    record), so the job runs RFT and eval only: the DPO stage is covered end to end by
+    test_pipeline.py and across nodes by test_multinode.py."""
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(run_dir, warm_tiny_model) + ["resources.ray_address=auto", "run.stages=[rft,dpo,eval]",
+    overrides = tiny_overrides(run_dir, warm_tiny_model) + ["resources.ray_address=auto", "run.stages=[rft,eval]",
                                                             "eval.mathusereval_path=''"]
     env = dict(os.environ, RAY_AUTH_MODE="token", WANDB_MODE="offline")  # the token is read from ~/.ray
     env.pop("WANDB_API_KEY", None)
@@ -78,4 +82,4 @@ def test_ray_job_submit_runs_tiny_pipeline(head, warm_tiny_model, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert status.stdout.strip().splitlines()[-1:] == ["SUCCEEDED"], status.stdout + status.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["accuracy"]) == {"base", "rft", "dpo"}
+    assert set(summary["accuracy"]) == {"base", "rft"}

@@ -12,23 +12,29 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.results import check
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_overrides(run_dir: Path, tiny_model: str) -> list[str]:
+    """The smallest run that still exercises every stage: CI time goes to starting engines and
+    learners, so sizes are cut to what each assertion needs (the critic's quality is not tested
+    here: the gate falls back to the rule grader when the tiny critic is weak)."""
     return [
         f"run.run_dir={run_dir}", f"model.name={tiny_model}", "model.max_model_len=384",
         "data.train.limit=40", "data.test.limit=12", "sampling.max_new_tokens=32", "sampling.batch_prompts=4",
         "critic.bootstrap_problems=8", "critic.bootstrap_samples=2", "critic.on_gate_fail=use_rule",
+        "critic.heldout_min_per_class=4",
         # a tiny critic needs a high learning rate to learn the critique template in seconds
-        "critic.max_new_tokens=40", "critic.lr=3e-3", "critic.epochs=16", "rft.problems=8", "rft.samples_per_prompt=3", "dpo.problems=8",
-        "dpo.samples_per_prompt=3", "dpo.min_score_gap=0", "eval.problems=12", "eval.max_new_tokens=32",
+        "critic.max_new_tokens=40", "critic.lr=3e-3", "critic.epochs=4", "rft.problems=8", "rft.samples_per_prompt=3",
+        "dpo.problems=8", "dpo.samples_per_prompt=3", "dpo.min_score_gap=0", "eval.problems=6", "eval.max_new_tokens=32",
         "train.micro_batch_size=4", "train.max_len=160", "train.checkpoint_every=2",
         "resources.samplers.kv_cache_gib=1", "resources.critics.kv_cache_gib=1",
         f"eval.mathusereval_path={ROOT.parent / 'shared/data/mathusereval/math-user-eval.jsonl'}",
-        "eval.mathusereval_limit=4",
+        "eval.mathusereval_limit=2",
     ]
 
 
@@ -66,7 +72,12 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
     assert manifest["stages"]["rft"]["attempts"] == 2  # resumed
     assert all(manifest["stages"][s]["status"] == "done" for s in ("critic", "rft", "dpo", "eval"))
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["accuracy"]) == {"base", "rft", "dpo"} and summary["n_eval"] == 12
+    assert set(summary["accuracy"]) == {"base", "rft", "dpo"}
+    for stage in summary["accuracy"]:  # each model answered every eval problem once
+        ids = [json.loads(x)["sample"]["problem"]["id"]
+               for x in (run_dir / "eval" / stage / "lineage.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids)) == summary["n_eval"] > 0
+    assert check(summary) == []  # the pipeline's own summary is what `./dev report --publish` accepts
     # every RFT prompt x sample graded exactly once across the two driver runs
     keys = [json.loads(x)["sample"]["problem"]["id"] + "#" + str(json.loads(x)["sample"]["sample_index"])
             for x in (run_dir / "rft" / "rollout" / "lineage.jsonl").read_text().splitlines()]
@@ -77,7 +88,7 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
     report = (run_dir / "report.md").read_text()
     assert "| dpo |" in report and (run_dir / "plots" / "accuracy.png").exists()
     # the trained critic also judged the eval responses of all three stages
-    assert 0 < summary["critic_on_eval"]["critic_n"] <= 3 * 12 and "of the eval stage's greedy responses" in report
+    assert 0 < summary["critic_on_eval"]["critic_n"] and "eval responses" in report
     # the offline W&B run holds the per-stage metrics
     runs = list((run_dir / "wandb").rglob("*.wandb"))
     assert runs, "no offline W&B run files"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -87,44 +88,132 @@ def warm_tiny_model(tiny_model) -> str:
 
 
 # ------------------------------------------------------------------ fault bookkeeping
+#
+# Each fault test reports what it observed (item keys per stage) against the fault-free
+# expectation; the counts, and whether the test passed, become docs/results/reliability.json
+# at the end of the session, whatever order the tests ran in.
 
 _FAULTS: list[dict] = []
+_FAILED: set[str] = set()
+
+
+class ItemCountError(AssertionError):
+    """A fault test saw an item lost, duplicated, or one it did not expect."""
+
+
+def stage_counts(expected: set[str], observed) -> dict:
+    """Counts for one stage. A list of keys must hold each expected key exactly once; a
+    number (work done, retries included) must be at least the expected count."""
+    if isinstance(observed, int):
+        return {"observed": observed, "lost": max(0, len(expected) - observed), "duplicated": 0,
+                "unexpected": 0, "redone": max(0, observed - len(expected))}
+    seen = set(observed)
+    return {"observed": len(observed), "lost": len(expected - seen), "duplicated": len(observed) - len(seen),
+            "unexpected": len(seen - expected)}
+
+
+def check_counts(fault: str, stages: dict[str, dict]) -> None:
+    bad = {name: c for name, c in stages.items() if c["lost"] or c["duplicated"] or c["unexpected"]}
+    if bad:
+        raise ItemCountError(f"{fault}: " + "; ".join(
+            f"{name}: {c['lost']} lost, {c['duplicated']} duplicated, {c['unexpected']} unexpected"
+            for name, c in bad.items()))
+
+
+def broken_variants(observed: dict[str, list]):
+    """The same observations with one item lost, or one duplicated, in one stage."""
+    for name, keys in observed.items():
+        if isinstance(keys, list) and keys:
+            yield f"{name}: one lost", {**observed, name: keys[1:]}
+            yield f"{name}: one duplicated", {**observed, name: keys + keys[:1]}
+
+
+class FaultLog:
+    """Record a fault test's observed counts, then fail it if an item was lost or duplicated.
+
+    Every call also checks itself on deliberately broken copies of the observations (one
+    item dropped, one repeated, per stage): each must fail the check, or the test fails.
+    """
+
+    def __init__(self, test: str):
+        self.test = test
+
+    @staticmethod
+    def check(fault: str, expected: set[str], observed: dict) -> dict[str, dict]:
+        """Per-stage counts; ItemCountError if any item was lost, duplicated or unexpected."""
+        stages = {name: stage_counts(expected, obs) for name, obs in observed.items()}
+        check_counts(fault, stages)
+        return stages
+
+    def __call__(self, fault: str, expected: set[str], observed: dict, **extra) -> dict:
+        stages = {name: stage_counts(expected, obs) for name, obs in observed.items()}
+        record = {"fault": fault, "test": self.test, "expected": len(expected), "stages": stages,
+                  "items_lost": sum(c["lost"] for c in stages.values()),
+                  "items_duplicated": sum(c["duplicated"] + c["unexpected"] for c in stages.values()), **extra}
+        _FAULTS.append(record)
+        check_counts(fault, stages)
+        for label, broken in broken_variants(observed):
+            try:
+                self.check(fault, expected, broken)
+            except ItemCountError:
+                continue
+            raise AssertionError(f"{fault}: the count check passed a broken variant ({label})")
+        return record
+
+    @staticmethod
+    def acked(acks_jsonl: Path) -> list[str]:
+        """Keys consumed, replayed from a buffer's acks log: an undo (a learner rewound to a
+        checkpoint) takes back one ack; a key acked twice without one appears twice."""
+        keys: list[str] = []
+        for line in acks_jsonl.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("undo"):
+                keys.remove(row["key"])
+            else:
+                keys.append(row["key"])
+        return keys
 
 
 @pytest.fixture
-def fault_log():
-    """Record the outcome of an injected fault for docs/results/reliability.json."""
+def fault_log(request) -> FaultLog:
+    return FaultLog(request.node.nodeid)
 
-    def record(fault: str, *, survived: bool, lost: int, duplicated: int, **extra):
-        _FAULTS.append({"fault": fault, "survived": survived, "items_lost": lost, "items_duplicated": duplicated,
-                        **extra})
 
-    return record
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if outcome.get_result().failed:
+        _FAILED.add(item.nodeid)
+
+
+def reliability_summary(faults: list[dict], bad_inputs: dict) -> dict:
+    peaks = [f["peak_rss_mb"] for f in faults if f.get("peak_rss_mb")]
+    return {
+        "faults_injected": len(faults),
+        "faults_survived": sum(f["survived"] for f in faults),
+        "items_expected": sum(f["expected"] for f in faults),
+        "items_lost": sum(f["items_lost"] for f in faults),
+        "items_duplicated": sum(f["items_duplicated"] for f in faults),
+        "bad_inputs_tried": bad_inputs.get("bad_inputs_tried"),
+        "bad_inputs_clear": bad_inputs.get("bad_inputs_clear"),
+        "peak_rss_mb": max(peaks) if peaks else None,
+        "faults": sorted(faults, key=lambda f: f["fault"]),
+    }
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Write the reliability summary when fault tests ran (bad-input figures come from their suite)."""
-    import json
-
     if not _FAULTS:
         return
+    for f in _FAULTS:  # survived: its test passed, and it lost and duplicated nothing
+        f["survived"] = f["test"] not in _FAILED and not f["items_lost"] and not f["items_duplicated"]
     bad = ROOT / "docs" / "results" / "bad_inputs.json"
-    bad_inputs = json.loads(bad.read_text()) if bad.exists() else {}
     path = ROOT / "docs" / "results" / "reliability.json"
-    # A partial run (-k, one file) updates its faults and keeps the others' last results.
+    # A partial run (-k, one file) updates its faults and keeps the others' last results,
+    # as long as those were recorded in this format (observed counts, not literals).
     previous = json.loads(path.read_text()).get("faults", []) if path.exists() else []
     ran = {f["fault"] for f in _FAULTS}
-    faults = [f for f in previous if f.get("fault") not in ran] + _FAULTS
-    peaks = [f["peak_rss_mb"] for f in faults if f.get("peak_rss_mb")]
-    out = {
-        "faults_injected": len(faults),
-        "faults_survived": sum(f["survived"] for f in faults),
-        "bad_inputs_tried": bad_inputs.get("bad_inputs_tried"),
-        "bad_inputs_clear": bad_inputs.get("bad_inputs_clear"),
-        "items_lost": sum(f["items_lost"] for f in faults),
-        "items_duplicated": sum(f["items_duplicated"] for f in faults),
-        "peak_rss_mb": max(peaks) if peaks else None,
-        "faults": faults,
-    }
+    kept = [f for f in previous if f.get("fault") not in ran and "stages" in f]
+    out = reliability_summary(kept + _FAULTS, json.loads(bad.read_text()) if bad.exists() else {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -81,8 +81,13 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
     # every RFT prompt x sample graded exactly once across the two driver runs
     keys = [json.loads(x)["sample"]["problem"]["id"] + "#" + str(json.loads(x)["sample"]["sample_index"])
             for x in (run_dir / "rft" / "rollout" / "lineage.jsonl").read_text().splitlines()]
-    fault_log("driver killed mid-RFT", survived=len(keys) == len(set(keys)) == 8 * 3,
-              lost=8 * 3 - len(set(keys)), duplicated=len(keys) - len(set(keys)))
+    from core.config import load_config
+    from core.data import load_problems
+
+    cfg = load_config(ROOT / "configs" / "cpu-demo.yaml", tiny_overrides(run_dir, warm_tiny_model))
+    rft_problems = load_problems(cfg.data.train, cfg.data.on_bad_row)[0][: cfg.rft.problems]
+    fault_log("driver killed mid-RFT", {f"{p.id}#{i}" for p in rft_problems for i in range(cfg.rft.samples_per_prompt)},
+              {"graded": keys})
     assert len(keys) == len(set(keys)) == 8 * 3
     # the report and its plots
     report = (run_dir / "report.md").read_text()

@@ -1,13 +1,13 @@
-"""Rollout on real local Ray with real vLLM engines serving a tiny model."""
+"""Rollout on real local Ray with real vLLM engines serving a tiny model, and the faults a
+real engine has: its actor killed, its engine-core process killed, its engine stuck."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
 
+import psutil
 import pytest
 import ray
 
@@ -16,7 +16,7 @@ from actors.critic import CriticWorker
 from actors.engine import SamplingSpec
 from actors.pool import ActorPool
 from actors.sampler import SamplerWorker
-from actors.stream import run_rollout
+from actors.stream import CallDeadline, run_rollout
 from core.grading import select_for_rft
 from core.problem_gen import generate_problems
 
@@ -113,11 +113,18 @@ def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, ti
         ray.get(actor.ensure_checkpoint.remote(tiny_model, "base"))
 
 
+def _observed(problems, run_dir, buf, report) -> tuple[set[str], dict]:
+    """Expected keys, and what the rollout generated, graded (lineage) and delivered."""
+    got = ray.get(buf.take.remote("c", 100_000, 5.0))
+    lineage = [r["sample"]["problem"]["id"] + "#" + str(r["sample"]["sample_index"]) for r in _lineage(run_dir)]
+    expected = {f"{p.id}#{i}" for p in problems for i in range(SPEC.n)}
+    return expected, {"generated": report.samples, "graded": lineage, "consumed": [k for k, _ in got["items"]]}
+
+
 def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path, fault_log):
     samplers, critics = pools
     problems = generate_problems(16, seed=7)
     buf = Buffer.remote(str(tmp_path), capacity=1000)
-    pids = samplers.wait_ready()
     killed = {}
 
     def killer():
@@ -127,12 +134,58 @@ def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path, fault_log)
 
     threading.Thread(target=killer).start()
     report = run_rollout(problems, samplers, critics, buf, SPEC, batch_prompts=1)
-    assert killed
-    keys = [r["sample"]["problem"]["id"] + "#" + str(r["sample"]["sample_index"]) for r in _lineage(tmp_path)]
-    expected = {f"{p.id}#{i}" for p in problems for i in range(SPEC.n)}
-    fault_log("sampler actor killed", survived=len(keys) == len(set(keys)) and set(keys) == expected,
-              lost=len(expected - set(keys)), duplicated=len(keys) - len(set(keys)))
-    assert len(keys) == len(set(keys)) and set(keys) == expected
-    assert report.retries >= 1
-    assert pids  # the pool came back
+    assert killed and report.retries >= 1
+    fault_log("sampler actor killed", *_observed(problems, tmp_path, buf, report), retries=report.retries)
     samplers.wait_any_alive(timeout=300)
+
+
+def engine_core(actor_pid: int) -> psutil.Process:
+    """The actor's vLLM engine-core process (vLLM titles it VLLM::EngineCore)."""
+    cores = [c for c in psutil.Process(actor_pid).children() if "EngineCore" in c.name()]
+    assert len(cores) == 1, f"actor {actor_pid} has engine cores {cores}"
+    return cores[0]
+
+
+def gone(proc: psutil.Process, within_s: float) -> bool:
+    """Exited (or a zombie waiting for a reaper) within the time given."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_engine_processes_killed_or_stuck_mid_stage(pools, tmp_path, fault_log):
+    """A sampler's and the judge's engine cores SIGKILLed (as an out-of-memory kill would),
+    the other sampler's engine stopped (SIGSTOP: its actor answers pings but no call returns)."""
+    samplers, critics = pools
+    problems = generate_problems(12, seed=8)
+    buf = Buffer.remote(str(tmp_path), capacity=1000)
+    (s0, s1), (c0,) = samplers.wait_ready(), critics.wait_ready()
+    cores = {"sampler": engine_core(s0), "judge": engine_core(c0), "stuck": engine_core(s1)}
+    hit = threading.Event()
+
+    def inject(ev: dict) -> None:  # on the first graded batch: the stage is under way
+        if ev["kind"] == "grade" and not hit.is_set():
+            hit.set()
+            cores["sampler"].kill()
+            cores["judge"].kill()
+            cores["stuck"].suspend()
+
+    try:
+        report = run_rollout(problems, samplers, critics, buf, SPEC, batch_prompts=1, on_progress=inject,
+                             deadline=CallDeadline(20.0, 0.5))
+        stuck_reaped = gone(cores["stuck"], 15)  # killed with its actor, not left stopped
+    finally:
+        if not gone(cores["stuck"], 0.5):
+            cores["stuck"].kill()
+    new = samplers.wait_ready(timeout=600) + critics.wait_ready(timeout=600)
+    assert hit.is_set() and report.hung_kills >= 1
+    assert not set(new) & {s0, s1, c0}, "every faulted actor was replaced"
+    assert stuck_reaped, "the stuck engine core outlived its killed actor"
+    fault_log("engine cores killed (a sampler's, the judge's) and one stuck", *_observed(problems, tmp_path, buf, report),
+              retries=report.retries, hung_kills=report.hung_kills)

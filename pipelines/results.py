@@ -69,6 +69,7 @@ def provenance(config: dict, command: str, config_path: str) -> dict:
 
 
 def stage_minutes(stages: dict) -> dict:
+    """Start of a stage's first attempt to its finish: for a resumed stage this includes the time it lay dead."""
     return {s: round((e["finished"] - e["started"]) / 60, 2) for s, e in stages.items()
             if e.get("status") == "done" and e.get("finished") and e.get("started")}
 

@@ -176,7 +176,6 @@ def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_
 def _placeholder_only_step_loop(cfg: dict) -> None:
     """Two real DeepSpeed ranks: a step where only rank 0 has data, then one where no rank has any."""
     import ray.train
-    import torch
 
     from learners.trainer import LearnerWorker, LearnJob, _allreduce, loss_units, prepare_batch
 

@@ -89,8 +89,15 @@ class ActorPool:
         return len(self.actors)
 
     def wait_ready(self, timeout: float | None = None) -> list[int]:
-        """Block until every actor has built its engine; returns their pids."""
-        return ray.get([a.ping.remote() for a in self.actors], timeout=timeout)
+        """Block until every actor has built its engine, a restarting one too; returns their pids."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                return ray.get([a.ping.remote() for a in self.actors], timeout=timeout)
+            except ActorUnavailableError:  # a call to a restarting actor fails at once
+                if timeout is not None and time.monotonic() - t0 > timeout:
+                    raise
+                time.sleep(0.5)
 
     def _refresh_suspects(self) -> None:
         for i, ref in list(self._suspect.items()):

@@ -120,12 +120,16 @@ def _spread(xs: list, k: int) -> list:
     return [xs[int(i * len(xs) / k)] for i in range(k)]
 
 
-def selection_summary(graded: list[GradedSample], threshold: float, n_examples: int = 3) -> dict:
+def selection_summary(graded: list[GradedSample], threshold: float, kept_keys: set[str] | None = None,
+                      n_examples: int = 3) -> dict:
     """Who decided the stage's data: graders behind kept samples, and where the critic's
-    pass/fail differed from the rule's verdict on the final answer (with examples)."""
+    pass/fail differed from the rule's verdict on the final answer (with examples).
+
+    The lineage is written before the group decision, so the kept keys come from the
+    buffer's decisions log when given."""
     decided: dict[str, int] = {}
     for g in graded:
-        if g.kept:
+        if (g.key in kept_keys) if kept_keys is not None else g.kept:
             decided[g.grade.grader] = decided.get(g.grade.grader, 0) + 1
     both = [g for g in graded if g.grade.model_score is not None and g.grade.rule_verdict in ("correct", "incorrect")]
     differ = [g for g in both if (g.grade.model_score >= threshold) != (g.grade.rule_verdict == "correct")]

@@ -107,9 +107,22 @@ def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def selection_grader(metrics: dict) -> dict:
-    """Per stage: which grader decided the kept (RFT) or paired (DPO) samples, with counts."""
-    return {s: (metrics[s].get("selection") or {}).get("decided_by_kept") for s in ("rft", "dpo") if metrics[s]}
+def selection_grader(run: RunDir, metrics: dict, threshold: float) -> dict:
+    """Per stage: which grader decided the kept (RFT) or paired (DPO) samples, with counts,
+    recomputed from the stage's lineage and decisions logs where they exist."""
+    from core.critic_eval import selection_summary
+    from pipelines.stages import read_lineage
+
+    out = {}
+    for s in ("rft", "dpo"):
+        d = run.root / s / "rollout"
+        if (d / "decisions.jsonl").exists():
+            kept = {json.loads(x)["key"] for x in (d / "decisions.jsonl").read_text().splitlines()
+                    if x.strip() and json.loads(x)["kept"]}
+            metrics[s]["selection"] = selection_summary(read_lineage(d / "lineage.jsonl"), threshold, kept)
+        if metrics[s]:
+            out[s] = (metrics[s].get("selection") or {}).get("decided_by_kept")
+    return out
 
 
 def build(run: RunDir, provenance_now: dict | None = None) -> dict:
@@ -131,7 +144,7 @@ def build(run: RunDir, provenance_now: dict | None = None) -> dict:
     for source in (crit, ev):  # the critic's and the eval's own fields, whatever they are
         for k, v in source.items():
             res.setdefault(k, v)
-    res["selection_grader"] = selection_grader(metrics)
+    res["selection_grader"] = selection_grader(run, metrics, cfg.get("critic", {}).get("keep_threshold", 7.0))
     if prov.get("detected"):
         res["provenance_detected"] = prov["detected"]
     res["critic_note"] = critic_note(res)

@@ -250,7 +250,7 @@ def _rollout_metrics(rt: Runtime, stage: str, rollout_dir: Path, rep: dict) -> d
          "train_tokens": rep["learner"]["tokens"], "rollout_tok_per_s": rep.get("rollout", {}).get("wall_seconds")
          and rep["rollout"]["tokens"] / rep["rollout"]["wall_seconds"]}
     rt.tracker.log({f"{stage}/{k}": v for k, v in m.items() if v is not None})
-    m["selection"] = selection_summary(graded, rt.cfg.critic.keep_threshold)
+    m["selection"] = selection_summary(graded, rt.cfg.critic.keep_threshold, {x["key"] for x in decisions if x["kept"]})
     return m
 
 

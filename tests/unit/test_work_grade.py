@@ -135,4 +135,6 @@ def test_selection_summary_counts_who_decided_and_disagreements():
         gs.append(GradedSample(Sample(ONE, i, "r"), g, kept=(i == 0)))
     s = selection_summary(gs, 7)
     assert s["decided_by_kept"] == {"model": 1} and s["lowered_by_rule"] == 1
+    # the lineage is written before the group decision: kept keys can come from the decisions log
+    assert selection_summary(gs, 7, {"a#2"})["decided_by_kept"] == {"model, lowered by rule": 1}
     assert s["critic_vs_rule_differ_share"] == 0.5 and len(s["differ_examples"]) == 2

@@ -21,12 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def tiny_overrides(run_dir: Path, tiny_model: str) -> list[str]:
     """The smallest run that still exercises every stage: CI time goes to starting engines and
-    learners, so sizes are cut to what each assertion needs (the critic's quality is not tested
-    here: the gate falls back to the rule grader when the tiny critic is weak)."""
+    learners, so sizes are cut to what each assertion needs. The critic's quality is not tested
+    here, and a tiny critic that passes the gate by luck would score every sample alike and leave
+    DPO no pairs, so the rule grades where a reference answer exists (rule_else_model); critic
+    selection itself is tested in test_critic_selection.py with judges whose verdicts are known."""
     return [
         f"run.run_dir={run_dir}", f"model.name={tiny_model}", "model.max_model_len=384",
         "data.train.limit=40", "data.test.limit=12", "sampling.max_new_tokens=32", "sampling.batch_prompts=4",
         "critic.bootstrap_problems=8", "critic.bootstrap_samples=2", "critic.on_gate_fail=use_rule",
+        "critic.policy=rule_else_model",
         "critic.heldout_min_per_class=4",
         # a tiny critic needs a high learning rate to learn the critique template in seconds
         "critic.max_new_tokens=40", "critic.lr=3e-3", "critic.epochs=4", "rft.problems=8", "rft.samples_per_prompt=3",

@@ -27,7 +27,8 @@ def tiny_overrides(run_dir: Path, tiny_model: str) -> list[str]:
     selection itself is tested in test_critic_selection.py with judges whose verdicts are known."""
     return [
         f"run.run_dir={run_dir}", f"model.name={tiny_model}", "model.max_model_len=384",
-        "data.train.limit=40", "data.test.limit=12", "sampling.max_new_tokens=32", "sampling.batch_prompts=4",
+        # levels 1-2: the problems the warm tiny model memorised (the demo profile also has level 3)
+        "data.train.limit=40", "data.test.limit=12", "data.train.levels=[1,2]", "data.test.levels=[1,2]", "sampling.max_new_tokens=32", "sampling.batch_prompts=4",
         "critic.bootstrap_problems=8", "critic.bootstrap_samples=2", "critic.on_gate_fail=use_rule",
         "critic.policy=rule_else_model",
         "critic.heldout_min_per_class=4",

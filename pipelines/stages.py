@@ -209,22 +209,38 @@ def run_rft_stage(rt: Runtime, judge_ckpt, policy: str) -> tuple[str, dict]:
     return job.out_dir, m
 
 
-def run_dpo_stage(rt: Runtime, rft_ckpt: str, judge_ckpt, policy: str) -> tuple[str, dict]:
+def dpo_problems(rt: Runtime) -> list[Problem]:
+    """A different slice of the training problems than RFT saw, when there are enough."""
     cfg = rt.cfg
-    d = rt.run.stage_dir("dpo")
-    # A different slice of the training problems than RFT saw, when there are enough.
     train = rt.problems("train")
     start = cfg.rft.problems if len(train) >= cfg.rft.problems + cfg.dpo.problems else 0
-    problems = train[start:start + cfg.dpo.problems]
+    return train[start:start + cfg.dpo.problems]
+
+
+def dpo_pair_buffer(rt: Runtime, rft_ckpt: str, directory: Path):
+    """A buffer that groups the samples of one problem into DPO pairs and adds the reference
+    (RFT) model's log-probs to each pair once. Returns (buffer, scorer); kill the scorer after."""
+    cfg = rt.cfg
     ask = reference_scorer_ask(cfg.resources)  # the learners' kind of device: a GPU when they have GPUs
     scorer = ray.remote(ReferenceScorer).options(**ask.options(), max_restarts=2, max_task_retries=2).remote(
         rft_ckpt, cfg.train.max_len, cfg.model.dtype, device=ask.device)
     group_policy = functools.partial(dpo_policy, min_gap=cfg.dpo.min_score_gap,
                                      max_pairs=cfg.dpo.max_pairs_per_prompt, system_prompt=cfg.model.system_prompt)
-    buffer = make_buffer(rt, d / "rollout", cfg.dpo.samples_per_prompt, group_policy, enricher=scorer)
-    todo = remaining_problems(problems, d / "rollout" / "lineage.jsonl", cfg.dpo.samples_per_prompt)
-    job = make_job(rt, "dpo", "dpo", rft_ckpt, buffer, cfg.dpo.lr, cfg.dpo.epochs, beta=cfg.dpo.beta,
-                   nll_coef=cfg.dpo.nll_coef, label_smoothing=cfg.dpo.label_smoothing, dpo_loss=cfg.dpo.loss)
+    return make_buffer(rt, directory, cfg.dpo.samples_per_prompt, group_policy, enricher=scorer), scorer
+
+
+def dpo_job(rt: Runtime, stage: str, rft_ckpt: str, buffer, beta: float, nll_coef: float) -> LearnJob:
+    d = rt.cfg.dpo
+    return make_job(rt, stage, "dpo", rft_ckpt, buffer, d.lr, d.epochs, beta=beta, nll_coef=nll_coef,
+                    label_smoothing=d.label_smoothing, dpo_loss=d.loss)
+
+
+def run_dpo_stage(rt: Runtime, rft_ckpt: str, judge_ckpt, policy: str) -> tuple[str, dict]:
+    cfg = rt.cfg
+    d = rt.run.stage_dir("dpo")
+    buffer, scorer = dpo_pair_buffer(rt, rft_ckpt, d / "rollout")
+    todo = remaining_problems(dpo_problems(rt), d / "rollout" / "lineage.jsonl", cfg.dpo.samples_per_prompt)
+    job = dpo_job(rt, "dpo", rft_ckpt, buffer, cfg.dpo.beta, cfg.dpo.nll_coef)
     rep = stream_and_learn(rt, "dpo", todo, rt.sampling(n=cfg.dpo.samples_per_prompt), job, buffer,
                            critic_policy=policy, policy_ckpt=(rft_ckpt, "rft"), judge_ckpt=judge_ckpt)
     ray.kill(scorer)

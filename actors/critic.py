@@ -8,7 +8,7 @@ import time
 from actors.engine import Engine, SamplingSpec
 from actors.pool import end_for_restart, restart_on_engine_death
 from core.answers import AnswerChecker
-from core.grading import combine_grades, parse_judge_output, rule_grade
+from core.grading import combine_grades, judge_needed, parse_judge_output, rule_grade
 from core.prompts import judge_messages
 from core.records import Grade, GradedSample, Sample
 
@@ -21,8 +21,10 @@ class CriticWorker:
     """
 
     def __init__(self, policy: str, judge_path: str | None, judge_version: str, engine_kwargs: dict,
-                 max_new_tokens: int = 64, threshold: float = 6.0, answer_timeout_s: float = 5.0):
+                 max_new_tokens: int = 64, threshold: float = 6.0, answer_timeout_s: float = 5.0,
+                 judge_rule_failures: bool = True):
         self.policy = policy
+        self.judge_rule_failures = judge_rule_failures
         self.checker = AnswerChecker(timeout_s=answer_timeout_s)
         self.judge = Engine(judge_path, **engine_kwargs) if policy != "rule" and judge_path else None
         if self.judge is not None:  # a dead judge engine ends the actor; Ray restarts it
@@ -64,13 +66,7 @@ class CriticWorker:
         need_rule = self.policy in ("rule", "rule_else_model", "both", "model_rule_cap")
         rules = [rule_grade(self.checker.check(s.response, s.problem.answer)) if need_rule and s.problem.answer
                  else None for s in samples]
-        # The judge only runs where its grade can matter under the policy.
-        if self.policy == "rule_else_model":
-            todo = [i for i, r in enumerate(rules) if r is None or r.score is None]
-        elif self.policy in ("model", "both", "model_rule_cap"):
-            todo = list(range(len(samples)))
-        else:
-            todo = []
+        todo = judge_needed(self.policy, rules, self.judge_rule_failures)
         models: list[Grade | None] = [None] * len(samples)
         for i, g in zip(todo, self._model_grades([samples[i] for i in todo])):
             models[i] = g

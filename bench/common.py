@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -18,19 +17,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def machine() -> dict:
+    """core.hardware's detected machine (the same fields as the pipeline's results), plus RAM."""
     import psutil
-    import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        import cpuinfo
+    from core.hardware import machine_info
 
-        cpu = cpuinfo.get_cpu_info().get("brand_raw", cpu)
-    except Exception:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {**machine_info(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def write_result(name: str, result: dict) -> None:

@@ -101,6 +101,10 @@ class CriticConfig(Section):
     lr: float = Field(5e-5, gt=0)
     epochs: int = Field(2, ge=1)
     answer_timeout_s: float = Field(5.0, gt=0)
+    # model_rule_cap: also judge responses the rule check already failed. Their grade cannot
+    # rise above the cap whatever the critic says, so this only audits the critic; off, the
+    # judge reads only what it can still decide (most of a weak model's samples are wrong).
+    judge_rule_failures: bool = False
 
 
 class RFTConfig(Section):
@@ -214,6 +218,15 @@ class RunConfig(Section):
     stages: list[Literal["critic", "rft", "dpo", "eval"]] = Field(
         default_factory=lambda: ["critic", "rft", "dpo", "eval"]
     )
+    # Iterative self-critique. Round r >= 2 (in run_dir/round<r>) samples critique data from
+    # round r-1's final model, trains a critic from that model ("retrain") or goes on training
+    # round r-1's critic ("continue"), with earlier rounds' critique records mixed in, gates
+    # it, then runs RFT and DPO from round r-1's model.
+    rounds: int = Field(1, ge=1)
+    round_critic: Literal["retrain", "continue"] = "retrain"
+    # "fresh": each round's RFT and DPO take training problems no earlier round used; "all":
+    # every round takes the same ones again
+    round_problems: Literal["fresh", "all"] = "fresh"
 
 
 class Config(Section):

@@ -85,6 +85,24 @@ def combine_grades(policy: str, rule: Grade | None, model: Grade | None, has_ref
     raise ValueError(f"unknown grading policy {policy!r}")
 
 
+def judge_needed(policy: str, rules: list[Grade | None], judge_rule_failures: bool = True) -> list[int]:
+    """Indices of the samples the judge must read: only where its grade can matter under the policy.
+
+    Under model_rule_cap a response the rule already failed is capped below every keep
+    threshold whatever the critic says, so judging it only audits the critic.
+    """
+    def rule_failed(r: Grade | None) -> bool:
+        return r is not None and r.score is not None and r.verdict == "incorrect"
+
+    if policy == "rule_else_model":
+        return [i for i, r in enumerate(rules) if r is None or r.score is None]
+    if policy == "model_rule_cap" and not judge_rule_failures:
+        return [i for i, r in enumerate(rules) if not rule_failed(r)]
+    if policy in ("model", "both", "model_rule_cap"):
+        return list(range(len(rules)))
+    return []
+
+
 def critic_capped_by_rule(rule: Grade | None, model: Grade | None) -> Grade:
     """The critic's score decides; a wrong final answer (rule check) may only lower it.
 
@@ -93,6 +111,9 @@ def critic_capped_by_rule(rule: Grade | None, model: Grade | None) -> Grade:
     in and says so. The rule verdict is recorded beside the critic's score either way.
     """
     rv = rule.verdict if rule is not None and rule.score is not None else ""
+    if model is None and rv == "incorrect":  # the judge was not asked (judge_needed)
+        return replace(rule, grader="rule", rule_verdict=rv,
+                       reason=f"{rule.reason}; judge not asked: a wrong final answer caps every grade at {RULE_CAP:g}")
     if model is None or model.score is None:
         if rv:
             why = model.reason if model is not None else "judge did not run"

@@ -90,3 +90,13 @@ def mean_and_sd(values: list[float]) -> tuple[float | None, float | None]:
         return None, None
     a = np.asarray(values, dtype=float)
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None)
+
+
+def accuracy_interval(outcomes: list[bool], *, resamples: int = 10_000, seed: int = 0) -> list[float | None]:
+    """Percentile-bootstrap 95% interval of one model's accuracy over the problems."""
+    if not outcomes:
+        return [None, None]
+    a = np.asarray(outcomes, dtype=float)
+    rng = np.random.default_rng(seed)
+    lo, hi = np.percentile(a[rng.integers(0, len(a), size=(resamples, len(a)))].mean(axis=1), [2.5, 97.5])
+    return [float(lo), float(hi)]

@@ -217,11 +217,16 @@ def publish(run_root: Path, dest: Path) -> dict:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="./dev report", description=__doc__.split("\n")[0])
+def run_dir_args(prog: str, doc: str, example: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of a results writer: a run directory and an optional --publish path."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--publish", type=Path, help="copy the checked results here (e.g. docs/results/cpu-demo.json)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--publish", type=Path, help=f"copy the checked results here (e.g. {example})")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = run_dir_args("./dev report", __doc__, "docs/results/cpu-demo.json", argv)
     if not (args.run_dir / "manifest.json").exists():
         print(f"error: {args.run_dir}: no manifest.json (not a run directory)", file=sys.stderr)
         return 2

@@ -17,11 +17,14 @@ import time
 from core.config import ConfigError, load_config
 from core.data import DataError
 from core.models import ModelError, resolve_model
+from core.rounds import RoundError, critic_start, final_model, problem_slices, round_dir
 from pipelines.preflight import check_data_sources
 from pipelines.results import provenance, write_summary
 from pipelines.run_dir import RunDir
 from pipelines.runtime import Runtime, init_ray
-from pipelines.stages import (critic_gate, run_critic_stage, run_dpo_stage, run_eval_stage, run_rft_stage)
+from pipelines.rounds import write_rounds
+from pipelines.stages import (critic_gate, critique_records_of, run_critic_stage, run_dpo_stage, run_eval_stage,
+                              run_rft_stage, weights_version)
 from pipelines.stream_learn import StageError
 from pipelines.tracking import Tracker, redact
 
@@ -30,66 +33,102 @@ log = logging.getLogger("selfcritique")
 
 def run(cfg, command: str = "", config_path: str = "") -> dict:
     t0 = time.time()
-    run_dir = RunDir(cfg.run.run_dir)
-    (run_dir.root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
-    run_dir.set("provenance", provenance(cfg.model_dump(), redact(command), config_path))
+    root = RunDir(cfg.run.run_dir)
+    record_settings(root, cfg, command, config_path)
     check_data_sources(cfg)
     init_ray(cfg)
-    tracker = Tracker(run_dir.root, cfg.model_dump(), cfg.logging.wandb, cfg.logging.project, cfg.logging.run_name)
-    rt = Runtime(cfg, run_dir, tracker, resolve_model(cfg.model.name))
-    base = (rt.model_path, "base")
+    tracker = Tracker(root.root, cfg.model_dump(), cfg.logging.wandb, cfg.logging.project, cfg.logging.run_name)
+    rt = Runtime(cfg, root, tracker, resolve_model(cfg.model.name))
     try:
-        stages = cfg.run.stages
-        judge = None
-        policy = "rule" if "critic" not in stages else cfg.critic.policy
-        if "critic" in stages:
-            done = run_dir.done("critic")
-            if done:
-                log.info("critic: finished earlier, reusing %s", done["checkpoint"])
-            else:
-                run_dir.mark_started("critic")
-                ckpt, m = run_critic_stage(rt)
-                run_dir.mark_done("critic", ckpt, m)
-                done = run_dir.done("critic")
-            judge = (done["checkpoint"], "critic") if done["checkpoint"] else None
-            policy = critic_gate(rt, done["metrics"])
-        models = {"base": base}
-        rft_ckpt = None
-        if "rft" in stages:
-            done = run_dir.done("rft")
-            if not done:
-                run_dir.mark_started("rft")
-                ckpt, m = run_rft_stage(rt, judge, policy)
-                run_dir.mark_done("rft", ckpt, m)
-                done = run_dir.done("rft")
-            rft_ckpt = done["checkpoint"]
-            models["rft"] = (rft_ckpt, "rft")
-        if "dpo" in stages:
-            if rft_ckpt is None:
-                raise StageError("dpo needs the rft stage (its model is DPO's starting point and reference)")
-            done = run_dir.done("dpo")
-            if not done:
-                run_dir.mark_started("dpo")
-                ckpt, m = run_dpo_stage(rt, rft_ckpt, judge, policy)
-                run_dir.mark_done("dpo", ckpt, m)
-                done = run_dir.done("dpo")
-            models["dpo"] = (done["checkpoint"], "dpo")
-        if "eval" in stages:
-            done = run_dir.done("eval")
-            if not done:
-                run_dir.mark_started("eval")
-                m = run_eval_stage(rt, models, judge)
-                crit = (run_dir.done("critic") or {}).get("metrics", {})
-                m["critic_accuracy"] = crit.get("critic_accuracy")
-                run_dir.mark_done("eval", None, m)
-        minutes = (time.time() - t0) / 60
-        run_dir.set("last_run_minutes", minutes)
-        summary = write_summary(run_dir)
+        check_round_layout(rt)
+        start, critic = (rt.model_path, "base"), None
+        for r in range(1, cfg.run.rounds + 1):
+            enter_round(rt, r, root, command, config_path)
+            start, critic = run_round(rt, root, start, critic)
+            if r > 1:
+                write_summary(rt.run)  # round 1's is the run's own, written below
+        enter_round(rt, 1, root, command, config_path)
+        root.set("last_run_minutes", (time.time() - t0) / 60)
+        summary = write_summary(root)
+        if cfg.run.rounds > 1:
+            summary["rounds"] = write_rounds(root)["rounds"]
         tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        return {**summary, "report": str(run_dir.root / "report.md"), "run_dir": str(run_dir.root)}
+        return {**summary, "report": str(root.root / "report.md"), "run_dir": str(root.root)}
     finally:
         rt.shutdown()
         tracker.finish()
+
+
+def record_settings(run_dir: RunDir, cfg, command: str, config_path: str) -> None:
+    (run_dir.root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    run_dir.set("provenance", provenance(cfg.model_dump(), redact(command), config_path))
+
+
+def check_round_layout(rt: Runtime) -> None:
+    """Fail before any work when the last round would run out of training problems."""
+    c = rt.cfg
+    try:
+        problem_slices(len(rt.problems("train")), c.rft.problems, c.dpo.problems, c.run.rounds, c.run.round_problems)
+    except RoundError as e:
+        raise StageError(str(e)) from None
+
+
+def enter_round(rt: Runtime, r: int, root: RunDir, command: str, config_path: str) -> None:
+    """Point the stages at round r's directory and W&B keys (round 1: the run's top level)."""
+    rt.round_no = r
+    rt.tracker.prefix = "" if r == 1 else f"round{r}/"
+    if r == 1:
+        rt.run = root
+        return
+    rt.run = RunDir(round_dir(root.root, r))
+    if not rt.run.manifest.get("provenance"):
+        record_settings(rt.run, rt.cfg, command, config_path)
+
+
+def once(rt: Runtime, stage: str, work) -> dict:
+    """Run a stage unless this round's manifest says it finished; returns its manifest entry."""
+    done = rt.run.done(stage)
+    if done:
+        log.info("%s%s: finished earlier, reusing it", rt.tracker.prefix, stage)
+        return done
+    rt.run.mark_started(stage)
+    ckpt, metrics = work()
+    rt.run.mark_done(stage, ckpt, metrics)
+    return rt.run.done(stage)
+
+
+def run_round(rt: Runtime, root: RunDir, start: tuple[str, str],
+              prev_critic: str | None) -> tuple[tuple[str, str], str | None]:
+    """critic -> rft -> dpo -> eval from `start`; returns the round's final model and critic."""
+    cfg, r = rt.cfg, rt.round_no
+    stages = cfg.run.stages
+    rt.run.set("round", {"number": r, "starts_from": start[0], "critic_mode": cfg.run.round_critic})
+    judge, policy = None, "rule"
+    if "critic" in stages:
+        earlier = [x for k in range(1, r) for x in critique_records_of(round_dir(root.root, k) / "critic", k)]
+        init = critic_start(cfg.run.round_critic, r, start[0], prev_critic)
+        done = once(rt, "critic", lambda: run_critic_stage(rt, None if r == 1 else start, init, earlier))
+        judge = (done["checkpoint"], weights_version(rt, "critic")) if done["checkpoint"] else None
+        policy = critic_gate(rt, done["metrics"])
+    models = {"base": start} if r == 1 else {}
+    if "rft" in stages:
+        done = once(rt, "rft", lambda: run_rft_stage(rt, judge, policy, start))
+        models["rft"] = (done["checkpoint"], weights_version(rt, "rft"))
+    if "dpo" in stages:
+        if "rft" not in models:
+            raise StageError("dpo needs the rft stage (its model is DPO's starting point and reference)")
+        rft_ckpt = models["rft"][0]
+        done = once(rt, "dpo", lambda: run_dpo_stage(rt, rft_ckpt, judge, policy))
+        models["dpo"] = (done["checkpoint"], weights_version(rt, "dpo"))
+    if "eval" in stages:
+        once(rt, "eval", lambda: (None, eval_metrics(rt, models, judge)))
+    return final_model(models, start), (judge[0] if judge else prev_critic)
+
+
+def eval_metrics(rt: Runtime, models: dict, judge) -> dict:
+    m = run_eval_stage(rt, models, judge)
+    m["critic_accuracy"] = ((rt.run.done("critic") or {}).get("metrics") or {}).get("critic_accuracy")
+    return m
 
 
 def main(argv: list[str] | None = None) -> int:

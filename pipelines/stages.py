@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -16,7 +17,10 @@ from core.grading import critique_policy, dpo_policy, rft_policy
 from core.prompts import judge_messages
 from core.critic_eval import balanced_pick, critic_report, heldout_probe, selection_summary
 from core.records import GradedSample, Problem, Sample, SFTExample, from_json
+from core.rounds import problem_slices
 from core.stats import eval_outcomes, paired_table
+from actors.buffer import decode_item
+from actors.journal import Journal
 from learners.ref_scorer import ReferenceScorer
 from learners.trainer import LearnJob
 from pipelines.placement import reference_scorer_ask
@@ -46,6 +50,12 @@ def read_lineage(path: Path) -> list[GradedSample]:
     if not path.exists():
         return []
     return [from_json(json.loads(x)) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def weights_version(rt: Runtime, stage: str) -> str:
+    """The version an engine knows a stage's weights by: unique per round, or an engine that
+    already holds round 1's critic would not load round 2's."""
+    return stage if rt.round_no == 1 else f"round{rt.round_no}-{stage}"
 
 
 def _heldout(problems: list[Problem], fraction: float) -> frozenset[str]:
@@ -141,7 +151,10 @@ def write_probe(path: Path, items: list, grades: list) -> None:
                                  "critic_analysis": g.analysis if g else ""}) + "\n")
 
 
-def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
+def run_critic_stage(rt: Runtime, sample_from: tuple[str, str] | None = None, init_model: str | None = None,
+                     earlier: list[SFTExample] = ()) -> tuple[str | None, dict]:
+    """Bootstrap critique data from `sample_from`'s responses (the base model in round 1), train
+    the critic from `init_model` on it plus `earlier` rounds' critiques, and probe it."""
     cfg: Config = rt.cfg
     c = cfg.critic
     d = rt.run.stage_dir("critic")
@@ -153,7 +166,6 @@ def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
     if c.records_path:
         buffer = make_buffer(rt, buffer_dir, None)
         ray.get(buffer.put_items.remote([ray.put(x) for x in load_critique_records(c.records_path)]))
-        ray.get(buffer.close.remote())
         todo = []
     else:
         buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
@@ -162,15 +174,30 @@ def run_critic_stage(rt: Runtime) -> tuple[str | None, dict]:
                                                    counterfactual=c.counterfactual_answers,
                                                    keep_threshold=c.keep_threshold))
         todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
-    job = make_job(rt, "critic", "sft", rt.model_path, buffer, c.lr, c.epochs)
+    if earlier:  # deduplicated by key: a resumed stage does not add them twice
+        ray.get(buffer.put_items.remote([ray.put(x) for x in earlier]))
+    if not todo:
+        ray.get(buffer.close.remote())
+    init_model = init_model or rt.model_path
+    job = make_job(rt, "critic", "sft", init_model, buffer, c.lr, c.epochs)
     spec = rt.sampling(n=c.bootstrap_samples)
-    rep = stream_and_learn(rt, "critic", todo, spec, job, buffer, critic_policy="rule")
+    rep = stream_and_learn(rt, "critic", todo, spec, job, buffer, critic_policy="rule", policy_ckpt=sample_from)
     ckpt = job.out_dir
     held = [g for g in read_lineage(buffer_dir / "lineage.jsonl") if g.sample.problem.id in heldout]
-    acc = critic_accuracy(rt, held, (ckpt, "critic"), d / "heldout_probe.jsonl")
-    metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"]}
-    rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if v is not None})
+    acc = critic_accuracy(rt, held, (ckpt, weights_version(rt, "critic")), d / "heldout_probe.jsonl")
+    metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"],
+               "critic_init_model": init_model, "critique_samples_from": (sample_from or (rt.model_path, "base"))[0],
+               "earlier_round_critiques": len(earlier)}
+    rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     return ckpt, metrics
+
+
+def critique_records_of(stage_dir: Path, round_no: int) -> list[SFTExample]:
+    """The critiques a finished critic stage trained on, keyed by their round so that they
+    never collide with a later round's own."""
+    path = stage_dir / "rollout" / "deliverables.jsonl"
+    items = [decode_item(r["item"]) for r in Journal.read(path)]
+    return [dataclasses.replace(x, key=f"round{round_no}/{x.key}") for x in items if isinstance(x, SFTExample)]
 
 
 def critic_gate(rt: Runtime, metrics: dict) -> str:
@@ -194,27 +221,33 @@ def critic_gate(rt: Runtime, metrics: dict) -> str:
 # ------------------------------------------------------------------------------ rft / dpo
 
 
-def run_rft_stage(rt: Runtime, judge_ckpt, policy: str) -> tuple[str, dict]:
+def round_problems(rt: Runtime, stage: str) -> list[Problem]:
+    """This round's RFT or DPO problems (core/rounds.py: fresh ones each round, or the same)."""
+    cfg, train = rt.cfg, rt.problems("train")
+    rft, dpo = problem_slices(len(train), cfg.rft.problems, cfg.dpo.problems, rt.round_no, cfg.run.round_problems)
+    return [train[i] for i in (rft if stage == "rft" else dpo)]
+
+
+def run_rft_stage(rt: Runtime, judge_ckpt, policy: str, start: tuple[str, str] | None = None) -> tuple[str, dict]:
+    """Sample from `start` (the base model in round 1), grade, keep, and fine-tune `start`."""
     cfg = rt.cfg
     d = rt.run.stage_dir("rft")
-    problems = rt.problems("train")[: cfg.rft.problems]
+    start = start or (rt.model_path, "base")
+    problems = round_problems(rt, "rft")
     group_policy = functools.partial(rft_policy, threshold=cfg.critic.keep_threshold,
                                      max_kept=cfg.rft.max_kept_per_prompt, system_prompt=cfg.model.system_prompt)
     buffer = make_buffer(rt, d / "rollout", cfg.rft.samples_per_prompt, group_policy)
     todo = remaining_problems(problems, d / "rollout" / "lineage.jsonl", cfg.rft.samples_per_prompt)
-    job = make_job(rt, "rft", "sft", rt.model_path, buffer, cfg.rft.lr, cfg.rft.epochs)
+    job = make_job(rt, "rft", "sft", start[0], buffer, cfg.rft.lr, cfg.rft.epochs)
     rep = stream_and_learn(rt, "rft", todo, rt.sampling(n=cfg.rft.samples_per_prompt), job, buffer,
-                           critic_policy=policy, policy_ckpt=(rt.model_path, "base"), judge_ckpt=judge_ckpt)
+                           critic_policy=policy, policy_ckpt=start, judge_ckpt=judge_ckpt)
     m = _rollout_metrics(rt, "rft", d / "rollout", rep)
     return job.out_dir, m
 
 
 def dpo_problems(rt: Runtime) -> list[Problem]:
     """A different slice of the training problems than RFT saw, when there are enough."""
-    cfg = rt.cfg
-    train = rt.problems("train")
-    start = cfg.rft.problems if len(train) >= cfg.rft.problems + cfg.dpo.problems else 0
-    return train[start:start + cfg.dpo.problems]
+    return round_problems(rt, "dpo")
 
 
 def dpo_pair_buffer(rt: Runtime, rft_ckpt: str, directory: Path):

@@ -24,12 +24,14 @@ def redact(text: str) -> str:
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, config: dict, enabled: bool, project: str, name: str):
+    def __init__(self, run_dir: Path, config: dict, enabled: bool, project: str, name: str,
+                 group: str | None = None):
         self.path = run_dir / "metrics.jsonl"
         self._lock = threading.Lock()
         self._step = 0
         self.run = None
         self.mode = "disabled"
+        self.prefix = ""  # "round2/" while round 2 runs: one W&B run, one key space per round
         if enabled:
             import wandb
 
@@ -39,10 +41,11 @@ class Tracker:
             wdir = run_dir / "wandb"
             wdir.mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(project=project, name=name or run_dir.name, dir=str(wdir), config=config,
-                                  mode=self.mode, resume="allow", id=_stable_id(run_dir))
+                                  mode=self.mode, resume="allow", id=_stable_id(run_dir), group=group)
 
     def log(self, metrics: dict[str, Any]) -> None:
-        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        clean = {self.prefix + k: v for k, v in metrics.items()
+                 if isinstance(v, (int, float, str, bool)) or v is None}
         with self._lock:
             self._step += 1
             with self.path.open("a") as fh:
@@ -54,13 +57,13 @@ class Tracker:
         if self.run is not None and values:
             import wandb
 
-            self.run.log({name: wandb.Histogram(values)})
+            self.run.log({self.prefix + name: wandb.Histogram(values)})
 
     def table(self, name: str, columns: list[str], rows: list[list]) -> None:
         if self.run is not None and rows:
             import wandb
 
-            self.run.log({name: wandb.Table(columns=columns, data=rows)})
+            self.run.log({self.prefix + name: wandb.Table(columns=columns, data=rows)})
 
     def summary(self, values: dict) -> None:
         if self.run is not None:

@@ -69,9 +69,9 @@ def samplers(ray_local, warm_tiny_model):
     pool.shutdown()
 
 
-def _stage(samplers, judge_path: str, run_dir: Path):
-    critics = ActorPool(CriticWorker, 1, ("model_rule_cap", judge_path, "judge", ENGINE, 24, 7.0), num_cpus=1,
-                        name="critics")
+def _stage(samplers, judge_path: str, run_dir: Path, judge_rule_failures: bool):
+    critics = ActorPool(CriticWorker, 1, ("model_rule_cap", judge_path, "judge", ENGINE, 24, 7.0, 5.0,
+                                          judge_rule_failures), num_cpus=1, name="critics")
     critics.wait_ready(timeout=600)
     try:
         policy = functools.partial(rft_policy, threshold=7.0, max_kept=4, system_prompt=SYSTEM)
@@ -94,7 +94,7 @@ def _kept(row: dict, decisions: dict) -> bool:
 
 
 def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(samplers, tiny_model, tmp_path):
-    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 9), tmp_path / "pass")
+    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 9), tmp_path / "pass", judge_rule_failures=True)
     assert len(lineage) == 6 * SPEC.n
     grades = [r["grade"] for r in lineage]
     assert all(g["model_score"] == 9 for g in grades)  # the judge graded every sample
@@ -108,8 +108,11 @@ def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(sampler
 
 
 def test_failing_critic_keeps_nothing_even_where_the_rule_says_right(samplers, tiny_model, tmp_path):
-    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 2), tmp_path / "fail")
+    """Also the default judging: the judge reads only what the rule has not already failed."""
+    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 2), tmp_path / "fail", judge_rule_failures=False)
     right = [r for r in lineage if r["grade"]["rule_verdict"] == "correct"]
     assert right and all(r["grade"]["score"] == 2 and r["grade"]["grader"] == "model" for r in right)
+    wrong = [r for r in lineage if r["grade"]["rule_verdict"] == "incorrect"]
+    assert wrong and all(r["grade"]["model_score"] is None and r["grade"]["grader"] == "rule" for r in wrong)
     assert not any(d["kept"] for d in decisions.values())
     assert all("< 7" in d["reason"] for d in decisions.values() if d.get("reason", "").startswith("score"))

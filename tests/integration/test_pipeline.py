@@ -52,29 +52,52 @@ def _env() -> dict:
     return env
 
 
-def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fault_log):
-    run_dir = tmp_path / "run"
-    cmd = _cmd(tiny_overrides(run_dir, warm_tiny_model))
-    log1 = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
-    marker = run_dir / "rft" / "rollout" / "lineage.jsonl"
-    deadline = time.time() + 900
+def _attempts(manifest_path: Path) -> dict:
+    return {s: (e["status"], e.get("attempts")) for s, e in json.loads(manifest_path.read_text())["stages"].items()}
+
+
+def _kill_when(proc, marker: Path, log: Path) -> None:
+    deadline = time.time() + 1200
     while time.time() < deadline and not marker.exists() and proc.poll() is None:
         time.sleep(0.5)
-    assert proc.poll() is None, f"pipeline ended before RFT training started: {(tmp_path / 'first.log').read_text()[-3000:]}"
-    assert marker.exists(), "RFT never started"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver (and everything in its session) dies mid-RFT
+    assert proc.poll() is None, f"pipeline ended before {marker} appeared: {log.read_text()[-3000:]}"
+    assert marker.exists(), f"{marker} never appeared"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver (and everything in its session) dies
     proc.wait()
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["critic"]["status"] == "done"
-    assert manifest["stages"]["rft"]["status"] == "running"
+
+
+def test_two_rounds_end_to_end_survive_a_driver_kill_in_round_two(warm_tiny_model, tmp_path, fault_log):
+    """Two self-critique rounds; the driver dies mid-RFT of round 2. The rerun resumes round 2
+    without redoing round 1, and round 2's critic is trained from round 1's DPO model."""
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir, warm_tiny_model) + ["run.rounds=2"]
+    cmd = _cmd(overrides)
+    log1 = tmp_path / "first.log"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=open(log1, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    _kill_when(proc, run_dir / "round2" / "rft" / "rollout" / "lineage.jsonl", log1)
+    assert all(st == ("done", 1) for st in _attempts(run_dir / "manifest.json").values())
+    r2 = _attempts(run_dir / "round2" / "manifest.json")
+    assert r2["critic"] == ("done", 1) and r2["rft"] == ("running", 1)
 
     second = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1500)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["critic"]["attempts"] == 1  # not redone
-    assert manifest["stages"]["rft"]["attempts"] == 2  # resumed
-    assert all(manifest["stages"][s]["status"] == "done" for s in ("critic", "rft", "dpo", "eval"))
+    assert all(st == ("done", 1) for st in _attempts(run_dir / "manifest.json").values())  # round 1 not redone
+    r2 = _attempts(run_dir / "round2" / "manifest.json")
+    assert r2 == {"critic": ("done", 1), "rft": ("done", 2), "dpo": ("done", 1), "eval": ("done", 1)}
+    _check_round_one(run_dir)
+    _check_round_two_lineage(run_dir)
+    _check_round_two_rft_once(run_dir, overrides, warm_tiny_model, fault_log)
+    rounds = json.loads((run_dir / "rounds.json").read_text())
+    assert [r["round"] for r in rounds["rounds"]] == [1, 2]
+    for r in rounds["rounds"]:
+        lo, hi = r["ci95"]
+        assert lo <= r["accuracy"] <= hi and "critic_balanced_accuracy" in r
+    assert (run_dir / "plots" / "rounds.png").exists()
+    _check_wandb(run_dir)
+
+
+def _check_round_one(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["accuracy"]) == {"base", "rft", "dpo"}
     for stage in summary["accuracy"]:  # each model answered every eval problem once
@@ -82,26 +105,47 @@ def test_pipeline_end_to_end_survives_driver_kill(warm_tiny_model, tmp_path, fau
                for x in (run_dir / "eval" / stage / "lineage.jsonl").read_text().splitlines()]
         assert len(ids) == len(set(ids)) == summary["n_eval"] > 0
     assert check(summary) == []  # the pipeline's own summary is what `./dev report --publish` accepts
-    # every RFT prompt x sample graded exactly once across the two driver runs
-    keys = [json.loads(x)["sample"]["problem"]["id"] + "#" + str(json.loads(x)["sample"]["sample_index"])
-            for x in (run_dir / "rft" / "rollout" / "lineage.jsonl").read_text().splitlines()]
-    from core.config import load_config
-    from core.data import load_problems
-
-    cfg = load_config(ROOT / "configs" / "cpu-demo.yaml", tiny_overrides(run_dir, warm_tiny_model))
-    rft_problems = load_problems(cfg.data.train, cfg.data.on_bad_row)[0][: cfg.rft.problems]
-    fault_log("driver killed mid-RFT", {f"{p.id}#{i}" for p in rft_problems for i in range(cfg.rft.samples_per_prompt)},
-              {"graded": keys})
-    assert len(keys) == len(set(keys)) == 8 * 3
-    # the report and its plots
     report = (run_dir / "report.md").read_text()
     assert "| dpo |" in report and (run_dir / "plots" / "accuracy.png").exists()
     # the trained critic also judged the eval responses of all three stages
     assert 0 < summary["critic_on_eval"]["critic_n"] and "eval responses" in report
-    # the offline W&B run holds the per-stage metrics
+
+
+def _check_round_two_lineage(run_dir: Path) -> None:
+    r1 = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    r2 = json.loads((run_dir / "round2" / "manifest.json").read_text())
+    dpo1 = r1["dpo"]["checkpoint"]
+    crit = r2["stages"]["critic"]["metrics"]
+    assert r2["round"]["starts_from"] == dpo1
+    assert crit["critique_samples_from"] == dpo1 and crit["critic_init_model"] == dpo1  # run.round_critic=retrain
+    assert crit["earlier_round_critiques"] > 0  # round 1's critiques mixed in
+    assert r2["stages"]["rft"]["checkpoint"].startswith(str(run_dir / "round2"))
+    summary2 = json.loads((run_dir / "round2" / "summary.json").read_text())
+    assert set(summary2["accuracy"]) == {"rft", "dpo"} and summary2["n_eval"] > 0
+
+
+def _check_round_two_rft_once(run_dir: Path, overrides: list[str], model: str, fault_log) -> None:
+    """Every round-2 RFT prompt x sample graded exactly once across the two driver runs."""
+    from core.config import load_config
+    from core.data import load_problems
+    from core.rounds import problem_slices
+
+    rows = [json.loads(x) for x in (run_dir / "round2" / "rft" / "rollout" / "lineage.jsonl").read_text().splitlines()]
+    keys = [r["sample"]["problem"]["id"] + "#" + str(r["sample"]["sample_index"]) for r in rows]
+    cfg = load_config(ROOT / "configs" / "cpu-demo.yaml", overrides)
+    train = load_problems(cfg.data.train, cfg.data.on_bad_row)[0]
+    rft_idx, _ = problem_slices(len(train), cfg.rft.problems, cfg.dpo.problems, 2, cfg.run.round_problems)
+    expected = {f"{train[i].id}#{k}" for i in rft_idx for k in range(cfg.rft.samples_per_prompt)}
+    fault_log("driver killed mid-RFT", expected, {"graded": keys}, round=2)
+    assert len(keys) == len(set(keys)) == len(expected)
+
+
+def _check_wandb(run_dir: Path) -> None:
+    """The offline W&B run holds the per-stage metrics of both rounds."""
     runs = list((run_dir / "wandb").rglob("*.wandb"))
     assert runs, "no offline W&B run files"
     blob = b"".join(p.read_bytes() for p in runs)
     for key in (b"critic/train/loss", b"rft/train/loss", b"dpo/train/reward_margin", b"eval/accuracy_dpo",
-                b"rft/buffer/depth", b"rft/sampler_tok_per_s", b"eval/critic_accuracy"):
+                b"rft/buffer/depth", b"rft/sampler_tok_per_s", b"eval/critic_accuracy", b"round2/rft/train/loss",
+                b"round2/eval/accuracy_dpo"):
         assert key in blob, key

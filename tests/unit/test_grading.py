@@ -351,7 +351,7 @@ def _capped(model_score, rule_verdict, threshold=7.0):
     (10, None, 10, "correct", "model"),  # no checkable answer: the critic alone
     (2, "unknown", 2, "incorrect", "model"),  # rule undecided: the critic alone
     (None, "correct", 9, "correct", "rule (judge ungraded)"),
-    (None, "incorrect", 2, "incorrect", "rule (judge ungraded)"),
+    (None, "incorrect", 2, "incorrect", "rule"),  # not asked: the rule already capped it
     (None, None, None, "unknown", "none"),
 ])
 def test_model_rule_cap_policy(model_score, rule, score, verdict, grader):
@@ -360,6 +360,21 @@ def test_model_rule_cap_policy(model_score, rule, score, verdict, grader):
     assert g.rule_verdict == ("" if rule in (None, "unknown") else rule)
     if model_score is not None:
         assert g.model_score == model_score
+
+
+@pytest.mark.parametrize("policy", ["rule", "model", "rule_else_model", "both", "model_rule_cap"])
+@pytest.mark.parametrize("audit", [True, False])
+def test_judge_reads_only_what_it_can_decide(policy, audit):
+    from core.grading import judge_needed
+
+    def rule(verdict):
+        return None if verdict is None else Grade(None if verdict == "unknown" else 9.0, verdict, grader="rule")
+
+    verdicts = [None, "unknown", "correct", "incorrect"]
+    got = judge_needed(policy, [rule(v) for v in verdicts], audit)
+    expect = {"rule": [], "model": [0, 1, 2, 3], "both": [0, 1, 2, 3], "rule_else_model": [0, 1],
+              "model_rule_cap": [0, 1, 2, 3] if audit else [0, 1, 2]}[policy]
+    assert got == expect
 
 
 def test_rule_incorrect_is_never_kept_nor_chosen_whatever_the_threshold():

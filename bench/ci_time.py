@@ -1,0 +1,53 @@
+"""Time what CI does: a fresh clone of HEAD, then `.ci/run` (set-up included), on this machine.
+
+    ./dev bench ci_time            # writes bench/results/ci_time.json
+
+The clone gets its own venv and model cache, as on a clean CI machine; pip's download cache
+(~/.cache/pip) is the one thing shared, and the result says whether it was warm.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, machine, write_result
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def slowest(log: str, n: int = 12) -> list[dict]:
+    """pytest's --durations lines ("12.34s call  tests/...::name"), slowest first."""
+    rows = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
+            for m in re.finditer(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)", log, re.M)]
+    return sorted(rows, key=lambda r: -r["seconds"])[:n]
+
+
+def main() -> int:
+    pip_cache = Path.home() / ".cache" / "pip"
+    with tempfile.TemporaryDirectory(prefix="ci-time-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        t0 = time.time()
+        res = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, capture_output=True, text=True)
+        wall = time.time() - t0
+    log = res.stdout + res.stderr
+    summary = [x for x in log.splitlines() if re.search(r"\d+ (passed|failed)", x)]
+    write_result("ci_time", {
+        "what": "fresh clone of HEAD, then .ci/run (./dev test: set-up and the whole suite)",
+        "commit": commit(), "machine": machine(), "wall_seconds": round(wall, 1), "minutes": round(wall / 60, 2),
+        "returncode": res.returncode, "pytest_summary": summary[-1] if summary else None,
+        "slowest": slowest(log), "pip_download_cache_warm": pip_cache.is_dir() and any(pip_cache.iterdir())})
+    if res.returncode:
+        print(log[-5000:], file=sys.stderr)
+    return res.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

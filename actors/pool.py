@@ -77,10 +77,21 @@ class ActorPool:
             opts["runtime_env"] = runtime_env
         if scheduling_strategy is not None:
             opts["scheduling_strategy"] = scheduling_strategy
-        self.name = name
         self._cls = ray.remote(worker_cls).options(**opts)
-        self.actors = [self._cls.remote(*init_args) for _ in range(size)]
-        self.outstanding = [0] * size
+        self._adopt([self._cls.remote(*init_args) for _ in range(size)], name)
+
+    @classmethod
+    def over(cls, actors: list, name: str = "pool") -> "ActorPool":
+        """A view over actors another pool owns (a Ray Tune trial using the driver's samplers):
+        its own dispatch books, the same actors. Never shut a view down: that kills them."""
+        pool = cls.__new__(cls)
+        pool._adopt(actors, name)
+        return pool
+
+    def _adopt(self, actors: list, name: str) -> None:
+        self.name = name
+        self.actors = list(actors)
+        self.outstanding = [0] * len(self.actors)
         self._suspect: dict[int, ray.ObjectRef] = {}  # index -> ping ref after a failure
         self.failures = 0
         self.hung_kills = 0

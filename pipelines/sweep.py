@@ -9,6 +9,8 @@ the object store once and every trial gets the same refs. A trial is a fresh buf
 them, a Ray Train DPO learner with its (β, λ), and a greedy eval of its checkpoint on the same
 held-out problems, run inside the trial by the driver's sampler pool. Rerunning the command
 reuses the pairs (nothing is sampled or scored again) and skips the points that finished.
+No early-stopping scheduler (ASHA): a trial reports one held-out figure, after its eval, so
+there is nothing earlier to stop it on.
 
 Outputs in <run_dir>/sweep/: sweep.json, sweep.md, heatmap.png, points.jsonl (one row per
 trial outcome), trials/<name>/ (each trial's buffer, learner, eval) and W&B runs in one group.

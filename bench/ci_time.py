@@ -9,6 +9,7 @@ The clone gets its own venv and model cache, as on a clean CI machine; pip's dow
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,12 +32,15 @@ def slowest(log: str, n: int = 12) -> list[dict]:
 
 def main() -> int:
     pip_cache = Path.home() / ".cache" / "pip"
-    with tempfile.TemporaryDirectory(prefix="ci-time-") as tmp:
-        clone = Path(tmp) / "repo"
+    # A sibling of this checkout, as CI's clone is: tests read the shared data at ../shared.
+    clone = Path(tempfile.mkdtemp(prefix="ci-time-", dir=ROOT.parent))
+    try:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         t0 = time.time()
         res = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, capture_output=True, text=True)
         wall = time.time() - t0
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
     log = res.stdout + res.stderr
     summary = [x for x in log.splitlines() if re.search(r"\d+ (passed|failed)", x)]
     write_result("ci_time", {

@@ -208,9 +208,13 @@ class Buffer:
 
         Same capacity, dedupe and persistence rules as graded samples."""
         items = await asyncio.gather(*item_refs)
+
+        def fresh_items() -> list:  # duplicates take no room: a resumed put must not wait on them
+            return [it for it in items if item_key(it) not in self._refs and item_key(it) not in self._acked]
+
         async with self._cond:
-            await self._cond.wait_for(lambda: self._room_for(len(items)))
-            fresh = [it for it in items if item_key(it) not in self._refs and item_key(it) not in self._acked]
+            await self._cond.wait_for(lambda: self._room_for(len(fresh_items())))
+            fresh = fresh_items()
             self.deliverables.write([{"key": item_key(it), "item": encode_item(it)} for it in fresh])
             self._stats.duplicates_ignored += len(items) - len(fresh)
             self._stats.received += len(fresh)

@@ -102,8 +102,9 @@ class CriticConfig(Section):
     epochs: int = Field(2, ge=1)
     answer_timeout_s: float = Field(5.0, gt=0)
     # model_rule_cap: also judge responses the rule check already failed. Their grade cannot
-    # rise above the cap whatever the critic says, so this only audits the critic; off, the
-    # judge reads only what it can still decide (most of a weak model's samples are wrong).
+    # rise above the cap whatever the critic says; off, the judge reads only what it can still
+    # decide (most of a weak model's samples are wrong) and the others are graded at the cap,
+    # so no RFT keep and no DPO pair is allowed that judging them would refuse.
     judge_rule_failures: bool = False
 
 

@@ -89,7 +89,10 @@ def judge_needed(policy: str, rules: list[Grade | None], judge_rule_failures: bo
     """Indices of the samples the judge must read: only where its grade can matter under the policy.
 
     Under model_rule_cap a response the rule already failed is capped below every keep
-    threshold whatever the critic says, so judging it only audits the critic.
+    threshold whatever the critic says. Unjudged, it is graded at the cap itself, so RFT keeps
+    the same and a DPO pair against it needs a chosen score at least the cap plus the gap:
+    never a pair that judging would not also allow (the rejected one among equals is then
+    the first, not the lowest-scored).
     """
     def rule_failed(r: Grade | None) -> bool:
         return r is not None and r.score is not None and r.verdict == "incorrect"
@@ -112,7 +115,9 @@ def critic_capped_by_rule(rule: Grade | None, model: Grade | None) -> Grade:
     """
     rv = rule.verdict if rule is not None and rule.score is not None else ""
     if model is None and rv == "incorrect":  # the judge was not asked (judge_needed)
-        return replace(rule, grader="rule", rule_verdict=rv,
+        # The cap, the most the critic's grade could have been: a DPO pair against this response
+        # then needs a chosen score of at least the cap plus the gap, as it would with any judged one.
+        return replace(rule, score=RULE_CAP, grader="rule", rule_verdict=rv,
                        reason=f"{rule.reason}; judge not asked: a wrong final answer caps every grade at {RULE_CAP:g}")
     if model is None or model.score is None:
         if rv:

@@ -78,8 +78,8 @@ def check_rounds(res: dict) -> list[str]:
     errs = [] if res.get("rounds") else ["rounds: no evaluated round"]
     for row in res.get("rounds") or []:
         for k in ("accuracy", "ci95", "critic_balanced_accuracy"):
-            if k not in row:
-                errs.append(f"rounds[{row.get('round')}]: missing {k!r}")
+            if row.get(k) is None:
+                errs.append(f"rounds[{row.get('round')}]: no {k!r}")
     for k in ("machine", "commit", "config_sha256"):
         if not res.get(k):
             errs.append(f"missing {k!r}")

@@ -50,9 +50,11 @@ def run(cfg, command: str = "", config_path: str = "") -> dict:
         enter_round(rt, 1, root, command, config_path)
         root.set("last_run_minutes", (time.time() - t0) / 60)
         summary = write_summary(root)
-        if cfg.run.rounds > 1:
+        numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+        if cfg.run.rounds > 1 and "eval" in cfg.run.stages:
             summary["rounds"] = write_rounds(root)["rounds"]
-        tracker.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            numbers |= {f"round{x['round']}/accuracy": x["accuracy"] for x in summary["rounds"]}
+        tracker.summary(numbers)
         return {**summary, "report": str(root.root / "report.md"), "run_dir": str(root.root)}
     finally:
         rt.shutdown()
@@ -97,15 +99,28 @@ def once(rt: Runtime, stage: str, work) -> dict:
     return rt.run.done(stage)
 
 
+def record_round(rt: Runtime, start: tuple[str, str]) -> None:
+    """What the round starts from, in its manifest; a rerun must start from the same."""
+    now = {"number": rt.round_no, "starts_from": start[0], "critic_mode": rt.cfg.run.round_critic}
+    before = rt.run.manifest.get("round")
+    if before and (before["starts_from"], before["critic_mode"]) != (now["starts_from"], now["critic_mode"]):
+        raise StageError(f"{rt.run.manifest_path}: round {rt.round_no} began from {before['starts_from']} "
+                         f"(run.round_critic={before['critic_mode']}); this run would resume it from "
+                         f"{now['starts_from']} (run.round_critic={now['critic_mode']}). Use a new run.run_dir, "
+                         f"or the stages and settings the round began with")
+    if not before:
+        rt.run.set("round", now)
+
+
 def run_round(rt: Runtime, root: RunDir, start: tuple[str, str],
               prev_critic: str | None) -> tuple[tuple[str, str], str | None]:
     """critic -> rft -> dpo -> eval from `start`; returns the round's final model and critic."""
     cfg, r = rt.cfg, rt.round_no
     stages = cfg.run.stages
-    rt.run.set("round", {"number": r, "starts_from": start[0], "critic_mode": cfg.run.round_critic})
+    record_round(rt, start)
     judge, policy = None, "rule"
     if "critic" in stages:
-        earlier = [x for k in range(1, r) for x in critique_records_of(round_dir(root.root, k) / "critic", k)]
+        earlier = critique_records_of(round_dir(root.root, r - 1) / "critic", r - 1) if r > 1 else []
         init = critic_start(cfg.run.round_critic, r, start[0], prev_critic)
         done = once(rt, "critic", lambda: run_critic_stage(rt, None if r == 1 else start, init, earlier))
         judge = (done["checkpoint"], weights_version(rt, "critic")) if done["checkpoint"] else None

@@ -193,11 +193,19 @@ def run_critic_stage(rt: Runtime, sample_from: tuple[str, str] | None = None, in
 
 
 def critique_records_of(stage_dir: Path, round_no: int) -> list[SFTExample]:
-    """The critiques a finished critic stage trained on, keyed by their round so that they
-    never collide with a later round's own."""
+    """What a finished critic stage trained on, for the next round to mix in.
+
+    Its deliverables already hold every earlier round's critiques (keyed `round<k>/...`);
+    its own get its round's prefix, so that they never collide with the next round's own.
+    Records from critic.records_path are left out: every round reads that file itself."""
     path = stage_dir / "rollout" / "deliverables.jsonl"
-    items = [decode_item(r["item"]) for r in Journal.read(path)]
-    return [dataclasses.replace(x, key=f"round{round_no}/{x.key}") for x in items if isinstance(x, SFTExample)]
+    out = []
+    for row in Journal.read(path):
+        x = decode_item(row["item"])
+        if not isinstance(x, SFTExample) or x.key.startswith("record:"):
+            continue
+        out.append(x if x.key.startswith("round") else dataclasses.replace(x, key=f"round{round_no}/{x.key}"))
+    return out
 
 
 def critic_gate(rt: Runtime, metrics: dict) -> str:
@@ -275,7 +283,8 @@ def run_dpo_stage(rt: Runtime, rft_ckpt: str, judge_ckpt, policy: str) -> tuple[
     todo = remaining_problems(dpo_problems(rt), d / "rollout" / "lineage.jsonl", cfg.dpo.samples_per_prompt)
     job = dpo_job(rt, "dpo", rft_ckpt, buffer, cfg.dpo.beta, cfg.dpo.nll_coef)
     rep = stream_and_learn(rt, "dpo", todo, rt.sampling(n=cfg.dpo.samples_per_prompt), job, buffer,
-                           critic_policy=policy, policy_ckpt=(rft_ckpt, "rft"), judge_ckpt=judge_ckpt)
+                           critic_policy=policy, policy_ckpt=(rft_ckpt, weights_version(rt, "rft")),
+                           judge_ckpt=judge_ckpt)
     ray.kill(scorer)
     m = _rollout_metrics(rt, "dpo", d / "rollout", rep)
     m["pairs"] = rep["buffer"]["acked"]

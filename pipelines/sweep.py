@@ -133,7 +133,9 @@ def prerequisites(cfg: Config, command: str, config_path: str) -> list[str]:
     from pipelines.self_critique import run as run_pipeline
 
     stages = [s for s in ("critic", "rft") if s in cfg.run.stages or s == "rft"]
-    run_pipeline(cfg.model_copy(update={"run": cfg.run.model_copy(update={"stages": stages})}),
+    # round 1 only: the sweep trains from round 1's RFT model, and a later round's stages
+    # started without its eval would begin from the wrong model
+    run_pipeline(cfg.model_copy(update={"run": cfg.run.model_copy(update={"stages": stages, "rounds": 1})}),
                  command, config_path)
     return stages
 

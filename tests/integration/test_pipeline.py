@@ -119,6 +119,9 @@ def _check_round_two_lineage(run_dir: Path) -> None:
     assert r2["round"]["starts_from"] == dpo1
     assert crit["critique_samples_from"] == dpo1 and crit["critic_init_model"] == dpo1  # run.round_critic=retrain
     assert crit["earlier_round_critiques"] > 0  # round 1's critiques mixed in
+    versions = {json.loads(x)["sample"]["policy_version"]
+                for x in (run_dir / "round2" / "critic" / "rollout" / "lineage.jsonl").read_text().splitlines()}
+    assert versions == {"dpo"}  # round 2's critique data was sampled from round 1's DPO model
     assert r2["stages"]["rft"]["checkpoint"].startswith(str(run_dir / "round2"))
     summary2 = json.loads((run_dir / "round2" / "summary.json").read_text())
     assert set(summary2["accuracy"]) == {"rft", "dpo"} and summary2["n_eval"] > 0

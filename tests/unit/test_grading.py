@@ -351,7 +351,7 @@ def _capped(model_score, rule_verdict, threshold=7.0):
     (10, None, 10, "correct", "model"),  # no checkable answer: the critic alone
     (2, "unknown", 2, "incorrect", "model"),  # rule undecided: the critic alone
     (None, "correct", 9, "correct", "rule (judge ungraded)"),
-    (None, "incorrect", 2, "incorrect", "rule"),  # not asked: the rule already capped it
+    (None, "incorrect", 4, "incorrect", "rule"),  # not asked: graded at the cap the rule sets
     (None, None, None, "unknown", "none"),
 ])
 def test_model_rule_cap_policy(model_score, rule, score, verdict, grader):

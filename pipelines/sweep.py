@@ -130,9 +130,13 @@ def error_summary(err: BaseException | str) -> str:
 def prerequisites(cfg: Config, command: str, config_path: str) -> list[str]:
     """Run whatever of the critic and RFT stages the run directory has not finished yet
     (the critic only when the config's stages include it); returns the stages."""
+    from pipelines.runtime import init_ray
     from pipelines.self_critique import run as run_pipeline
 
     stages = [s for s in ("critic", "rft") if s in cfg.run.stages or s == "rft"]
+    if all(RunDir(cfg.run.run_dir).done(s) for s in stages):
+        init_ray(cfg)  # nothing to run: the run's own settings and provenance stay as they are
+        return stages
     # round 1 only: the sweep trains from round 1's RFT model, and a later round's stages
     # started without its eval would begin from the wrong model
     run_pipeline(cfg.model_copy(update={"run": cfg.run.model_copy(update={"stages": stages, "rounds": 1})}),

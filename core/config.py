@@ -228,6 +228,9 @@ class RunConfig(Section):
     # "fresh": each round's RFT and DPO take training problems no earlier round used; "all":
     # every round takes the same ones again
     round_problems: Literal["fresh", "all"] = "fresh"
+    # share of the earlier rounds' critiques mixed into round r's critic data: a fixed subset
+    # (chosen by key hash, so a resumed stage takes the same), to bound the critic's steps
+    round_mix: float = Field(1.0, gt=0, le=1)
 
 
 class Config(Section):

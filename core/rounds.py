@@ -6,6 +6,7 @@ Round 1 is the single run (the run directory's top level); round r >= 2 lives in
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 
@@ -56,3 +57,8 @@ def critic_start(mode: str, round_no: int, previous_model: str, previous_critic:
 def final_model(models: dict[str, tuple[str, str]], start: tuple[str, str]) -> tuple[str, str]:
     """What the next round starts from: this round's DPO model, else its RFT model, else its start."""
     return models.get("dpo") or models.get("rft") or start
+
+
+def in_mix(key: str, share: float) -> bool:
+    """Whether an earlier round's critique is in round r's mix: a fixed share of keys, by hash."""
+    return share >= 1 or int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share

@@ -17,7 +17,7 @@ import time
 from core.config import ConfigError, load_config
 from core.data import DataError
 from core.models import ModelError, resolve_model
-from core.rounds import RoundError, critic_start, final_model, problem_slices, round_dir
+from core.rounds import RoundError, critic_start, final_model, in_mix, problem_slices, round_dir
 from pipelines.preflight import check_data_sources
 from pipelines.results import provenance, write_summary
 from pipelines.run_dir import RunDir
@@ -120,7 +120,8 @@ def run_round(rt: Runtime, root: RunDir, start: tuple[str, str],
     record_round(rt, start)
     judge, policy = None, "rule"
     if "critic" in stages:
-        earlier = critique_records_of(round_dir(root.root, r - 1) / "critic", r - 1) if r > 1 else []
+        earlier = [x for x in critique_records_of(round_dir(root.root, r - 1) / "critic", r - 1)
+                   if in_mix(x.key, cfg.run.round_mix)] if r > 1 else []
         init = critic_start(cfg.run.round_critic, r, start[0], prev_critic)
         done = once(rt, "critic", lambda: run_critic_stage(rt, None if r == 1 else start, init, earlier))
         judge = (done["checkpoint"], weights_version(rt, "critic")) if done["checkpoint"] else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.rounds import RoundError, critic_start, final_model, problem_slices, round_dir
+from core.rounds import RoundError, critic_start, final_model, in_mix, problem_slices, round_dir
 
 
 def test_round_one_keeps_the_single_run_layout():
@@ -62,3 +62,12 @@ def test_final_model_prefers_dpo_then_rft_then_start():
 
 def test_round_dirs():
     assert round_dir(Path("/r"), 1) == Path("/r") and round_dir(Path("/r"), 3) == Path("/r/round3")
+
+
+def test_round_mix_takes_a_fixed_share_of_keys():
+    keys = [f"round1/critique:p{i}#0" for i in range(2000)]
+    assert all(in_mix(k, 1.0) for k in keys)
+    quarter = [k for k in keys if in_mix(k, 0.25)]
+    assert 400 < len(quarter) < 600  # about a quarter
+    assert quarter == [k for k in keys if in_mix(k, 0.25)]  # the same subset every time (a resume)
+    assert set(quarter) <= {k for k in keys if in_mix(k, 0.5)}  # a larger share keeps the smaller one's

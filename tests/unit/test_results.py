@@ -171,10 +171,17 @@ def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, capsys):
 def test_committed_demo_results_match_the_writers_schema():
     """docs/results/cpu-demo.json is what `./dev report RUN --publish` wrote: it passes the same check."""
     res = json.loads(COMMITTED.read_text())
-    if "config_sha256" not in res:
-        pytest.skip("docs/results/cpu-demo.json predates the results writer; republish it from the demo run")
     assert check(res) == []
     assert set(REQUIRED) <= set(res)
+
+
+def test_committed_sweep_and_rounds_results_match_their_writers_schema():
+    """docs/results/sweep.json and rounds.json are what `--publish` wrote: they pass the same checks."""
+    from pipelines.rounds import check_rounds
+    from pipelines.sweep import check_sweep
+
+    assert check_sweep(json.loads((ROOT / "docs" / "results" / "sweep.json").read_text())) == []
+    assert check_rounds(json.loads((ROOT / "docs" / "results" / "rounds.json").read_text())) == []
 
 
 def test_a_run_without_recorded_provenance_says_when_it_was_detected(run_dir, tmp_path):

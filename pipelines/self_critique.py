@@ -120,10 +120,9 @@ def run_round(rt: Runtime, root: RunDir, start: tuple[str, str],
     record_round(rt, start)
     judge, policy = None, "rule"
     if "critic" in stages:
-        earlier = [x for x in critique_records_of(round_dir(root.root, r - 1) / "critic", r - 1)
-                   if in_mix(x.key, cfg.run.round_mix)] if r > 1 else []
         init = critic_start(cfg.run.round_critic, r, start[0], prev_critic)
-        done = once(rt, "critic", lambda: run_critic_stage(rt, None if r == 1 else start, init, earlier))
+        done = once(rt, "critic", lambda: run_critic_stage(rt, None if r == 1 else start, init,
+                                                           earlier_critiques(root, r, cfg.run.round_mix)))
         judge = (done["checkpoint"], weights_version(rt, "critic")) if done["checkpoint"] else None
         policy = critic_gate(rt, done["metrics"])
     models = {"base": start} if r == 1 else {}
@@ -139,6 +138,13 @@ def run_round(rt: Runtime, root: RunDir, start: tuple[str, str],
     if "eval" in stages:
         once(rt, "eval", lambda: (None, eval_metrics(rt, models, judge)))
     return final_model(models, start), (judge[0] if judge else prev_critic)
+
+
+def earlier_critiques(root: RunDir, r: int, share: float) -> list:
+    """Round r-1's critic data (which holds the rounds before it), read only when round r's critic runs."""
+    if r == 1:
+        return []
+    return [x for x in critique_records_of(round_dir(root.root, r - 1) / "critic", r - 1) if in_mix(x.key, share)]
 
 
 def eval_metrics(rt: Runtime, models: dict, judge) -> dict:

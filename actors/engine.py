@@ -151,6 +151,14 @@ class _EngineBase:
         ordered = sorted(outputs, key=lambda c: c.index)
         return [Completion(prompt_ids, c.text, list(c.token_ids), str(c.finish_reason)) for c in ordered]
 
+    def _check_cleared(self, cleared: bool, model_path: str) -> None:
+        """vLLM's reload keeps the prefix cache: keys and values computed by the old weights
+        would be reused for any prompt that shares a full cached block with an earlier one."""
+        if not cleared:
+            raise RuntimeError(f"loaded {model_path}, but vLLM could not clear its prefix cache "
+                               f"(requests still running?): prompts would reuse the old weights' keys and values")
+        self.model_path = model_path
+
 
 class Engine(_EngineBase):
     """Blocking engine: one call runs to completion before the next starts."""
@@ -191,7 +199,8 @@ class Engine(_EngineBase):
         t0 = time.perf_counter()
         with self._dead_engine_check():
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
-        self.model_path = model_path
+            cleared = self.llm.reset_prefix_cache()
+        self._check_cleared(cleared, model_path)
         return time.perf_counter() - t0
 
 
@@ -233,5 +242,6 @@ class AsyncEngine(_EngineBase):
         t0 = time.perf_counter()
         with self._dead_engine_check():
             await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
-        self.model_path = model_path
+            cleared = await self.llm.reset_prefix_cache()
+        self._check_cleared(cleared, model_path)
         return time.perf_counter() - t0

@@ -39,6 +39,17 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def built_once(out: Path, build) -> Path:
+    """`out` as `build(out)` makes it, built by one process only: others (parallel test
+    workers, several actors) wait on a lock and then find it complete."""
+    if (out / ".complete").exists():
+        return out
+    with _file_lock(out.parent / f".{out.name}.lock"):
+        if not (out / ".complete").exists():
+            build(out)
+    return out
+
+
 def publish_checkpoint(model, tokenizer, out: Path, note: str = "ok") -> None:
     """Write to a temporary sibling, then rename: readers never see half a checkpoint."""
     tmp = out.with_name(out.name + ".tmp")
@@ -69,36 +80,33 @@ def convert_embedded(name: str, out_dir: Path | None = None) -> Path:
     """GGUF -> HF safetensors, once; later calls return the cached directory."""
     if name not in EMBEDDED:
         raise ModelError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED)}")
-    out = out_dir or cache_dir() / "models" / name
-    if (out / ".complete").exists():
-        return out
-    with _file_lock(out.parent / f".{name}.lock"):
-        if (out / ".complete").exists():
-            return out
-        import importlib.util
+    return built_once(out_dir or cache_dir() / "models" / name, lambda out: _convert_gguf(name, out))
 
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        pkg, fname = EMBEDDED[name]
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"package {pkg!r} is not installed; run the README's setup (./dev setup)")
-        gguf_dir = Path(list(spec.submodule_search_locations)[0])
-        if not (gguf_dir / fname).is_file():
-            raise ModelError(f"{gguf_dir / fname} not found in package {pkg}")
-        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=fname)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=fname, dtype=torch.float32)
-        cfg = AutoConfig.from_pretrained(gguf_dir, gguf_file=fname)
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
-        cfg.torch_dtype = torch.bfloat16
-        # save_pretrained refuses a GGUF-quantized model: rebuild a plain one from its weights.
-        fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        fresh.load_state_dict(loaded.state_dict())
-        fresh.to(torch.bfloat16)
-        publish_checkpoint(fresh, tok, out)
-    return out
+def _convert_gguf(name: str, out: Path) -> None:
+    import importlib.util
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    pkg, fname = EMBEDDED[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {pkg!r} is not installed; run the README's setup (./dev setup)")
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / fname).is_file():
+        raise ModelError(f"{gguf_dir / fname} not found in package {pkg}")
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=fname)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=fname, dtype=torch.float32)
+    cfg = AutoConfig.from_pretrained(gguf_dir, gguf_file=fname)
+    if hasattr(cfg, "quantization_config"):
+        delattr(cfg, "quantization_config")
+    cfg.torch_dtype = torch.bfloat16
+    # save_pretrained refuses a GGUF-quantized model: rebuild a plain one from its weights.
+    fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.to(torch.bfloat16)
+    publish_checkpoint(fresh, tok, out)
 
 
 def resolve_model(name: str) -> str:
@@ -123,24 +131,19 @@ def build_tiny_model(out_dir: Path | None = None, seed: int = 0) -> Path:
     Same architecture family and tokenizer as the embedded default, so vLLM and
     DeepSpeed run their real code paths, in seconds.
     """
-    out = out_dir or cache_dir() / "models" / f"tiny-llama-{seed}"
-    if (out / ".complete").exists():
-        return out
-    with _file_lock(out.parent / f".tiny-{seed}.lock"):
-        if (out / ".complete").exists():
-            return out
-        import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    return built_once(out_dir or cache_dir() / "models" / f"tiny-llama-{seed}", lambda out: _random_tiny(seed, out))
 
-        src = convert_embedded("smollm2-135m-instruct")
-        tok = AutoTokenizer.from_pretrained(src)
-        cfg = LlamaConfig(
-            vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-        publish_checkpoint(model, tok, out)
-    return out
+
+def _random_tiny(seed: int, out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(convert_embedded("smollm2-135m-instruct"))
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    publish_checkpoint(LlamaForCausalLM(cfg).to(torch.bfloat16), tok, out)

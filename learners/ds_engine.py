@@ -43,7 +43,16 @@ def init_engine(model: torch.nn.Module, config: dict, lr: float, warmup_steps: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     engine, opt, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config,
                                                  dist_init_required=False)
+    skip_lone_allreduce(engine)
     return engine
+
+
+def skip_lone_allreduce(engine) -> None:
+    """With one data-parallel rank the gradient all-reduce is the identity, yet DeepSpeed still
+    flattens every gradient into buckets, reduces and copies them back after each backward
+    (ZeRO-0). Turn that pass off; with two or more ranks it stays."""
+    if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
+        engine.enable_backward_allreduce = False
 
 
 def save_state(engine, directory: Path) -> None:

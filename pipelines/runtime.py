@@ -80,6 +80,7 @@ class Runtime:
     _samplers: ActorPool | None = None
     _critics: ActorPool | None = None
     _critic_policy: str = ""
+    _critics_judge: bool = False  # whether the critic pool's actors hold a judge engine
     problems_cache: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------ pools (lazy, reused)
@@ -95,9 +96,10 @@ class Runtime:
         return self._samplers
 
     def critics(self, policy: str) -> ActorPool:
-        """Critic pool; the judge engine starts only when a policy first needs it."""
+        """Critic pool; the judge engine starts only when a policy first needs it, and stays
+        (a judge pool grades by the rule alone too), so switching policies restarts nothing."""
         needs_judge = policy != "rule"
-        if self._critics is not None and needs_judge and self._critic_policy == "rule":
+        if self._critics is not None and needs_judge and not self._critics_judge:
             self._critics.shutdown()
             self._critics = None
         if self._critics is None:
@@ -109,7 +111,7 @@ class Runtime:
                 num_cpus=r.num_cpus if needs_judge else 0.5, num_gpus=r.num_gpus if needs_judge else 0,
                 resources=r.custom_resources, name="critics")
             self._critics.wait_ready()
-            self._critic_policy = policy
+            self._critic_policy, self._critics_judge = policy, needs_judge
         elif policy != self._critic_policy:
             self._critics.call_all("set_policy", policy)
             self._critic_policy = policy

@@ -56,6 +56,13 @@ def warm_tiny_model(tiny_model) -> str:
     right and wrong answers: the rule grader, RFT selection and DPO pairing all get real
     signal, in seconds. Cached next to the tiny model.
     """
+    from core.models import built_once
+
+    return str(built_once(Path(os.environ["SELFCRITIQUE_CACHE"]) / "models" / "tiny-warm-0",
+                          lambda out: _warm_up(tiny_model, out)))
+
+
+def _warm_up(tiny_model: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,9 +73,6 @@ def warm_tiny_model(tiny_model) -> str:
     from learners.batching import collate, encode, pad_id
     from learners.losses import sft_loss
 
-    out = Path(os.environ["SELFCRITIQUE_CACHE"]) / "models" / "tiny-warm-0"
-    if (out / ".complete").exists():
-        return str(out)
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     system = ModelConfig().system_prompt
@@ -84,7 +88,6 @@ def warm_tiny_model(tiny_model) -> str:
         opt.step()
         opt.zero_grad()
     publish_checkpoint(model.to(torch.bfloat16), tok, out, f"final loss {float(loss):.3f}")
-    return str(out)
 
 
 # ------------------------------------------------------------------ fault bookkeeping
@@ -202,11 +205,18 @@ def reliability_summary(faults: list[dict], bad_inputs: dict) -> dict:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Write the reliability summary when fault tests ran (bad-input figures come from their suite)."""
+    """Write the reliability summary when fault tests ran (bad-input figures come from their suite).
+
+    Under pytest-xdist each worker hands its faults to the controller, which writes the file once."""
+    for f in _FAULTS:  # survived: its test passed, and it lost and duplicated nothing
+        if "survived" not in f:  # set where the test ran (a worker, or this process)
+            f["survived"] = f["test"] not in _FAILED and not f["items_lost"] and not f["items_duplicated"]
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["faults"] = json.dumps(_FAULTS)
+        return
     if not _FAULTS:
         return
-    for f in _FAULTS:  # survived: its test passed, and it lost and duplicated nothing
-        f["survived"] = f["test"] not in _FAILED and not f["items_lost"] and not f["items_duplicated"]
     bad = ROOT / "docs" / "results" / "bad_inputs.json"
     path = ROOT / "docs" / "results" / "reliability.json"
     # A partial run (-k, one file) updates its faults and keeps the others' last results,
@@ -217,3 +227,46 @@ def pytest_sessionfinish(session, exitstatus):
     out = reliability_summary(kept + _FAULTS, json.loads(bad.read_text()) if bad.exists() else {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist, in the controller: a worker's fault records."""
+    _FAULTS.extend(json.loads(getattr(node, "workeroutput", {}).get("faults", "[]")))
+
+
+# ------------------------------------------------------------------ order for two workers
+#
+# `./dev test` runs two pytest-xdist workers, one test module at a time each (--dist loadfile,
+# no reordering). Each worker starts with two modules, and takes the next one whenever two or
+# fewer of its tests are still pending. So: the two longest modules first, then two short ones
+# (a worker's second module, long enough in tests that it takes nothing more meanwhile), then
+# the other long modules, longest first, each followed by a short one, then the rest.
+LONGEST_FIRST = ["integration/test_pipeline.py", "integration/test_critic_selection.py",
+                 "integration/test_learner.py", "integration/test_rollout.py", "integration/test_sweep.py",
+                 "integration/test_cluster_entry.py", "integration/test_faults.py", "integration/test_models.py"]
+
+
+def _long_rank(module: str) -> int | None:
+    return next((i for i, name in enumerate(LONGEST_FIRST) if module.endswith(name)), None)
+
+
+def module_order(tests_per_module: dict[str, int]) -> list[str]:
+    """Module paths (with their test counts, in collection order) in the order to hand out."""
+    long = sorted((m for m in tests_per_module if _long_rank(m) is not None), key=_long_rank)
+    short = sorted((m for m in tests_per_module if _long_rank(m) is None), key=lambda m: -tests_per_module[m])
+    out = long[:2] + short[:2]
+    short = short[2:]
+    for m in long[2:]:
+        out.append(m)
+        if short:
+            out.append(short.pop(0))
+    return out + short
+
+
+def pytest_collection_modifyitems(session, config, items):
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[str(it.path)] = counts.get(str(it.path), 0) + 1
+    rank = {m: i for i, m in enumerate(module_order(counts))}
+    items.sort(key=lambda it: rank[str(it.path)])  # stable: tests keep their order within a module

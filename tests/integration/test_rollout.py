@@ -179,7 +179,7 @@ def test_engine_processes_killed_or_stuck_mid_stage(pools, tmp_path, fault_log):
     try:
         report = run_rollout(problems, samplers, critics, buf, SPEC, batch_prompts=1, on_progress=inject,
                              deadline=CallDeadline(20.0, 0.5))
-        stuck_reaped = gone(cores["stuck"], 15)  # killed with its actor, not left stopped
+        stuck_reaped = gone(cores["stuck"], 60)  # killed with its actor, not left stopped (a loaded machine is slow)
     finally:
         if not gone(cores["stuck"], 0.5):
             cores["stuck"].kill()

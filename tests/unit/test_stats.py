@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import random
 import statistics
 from pathlib import Path
@@ -153,3 +155,59 @@ def test_efficacy_leaves_out_a_stage_that_a_seed_lacks(monkeypatch):
 
     out = aggregate({0: {"accuracy": {"base": 0.1, "rft": 0.2}}, 1: {"accuracy": {"base": 0.2}}})
     assert set(out["stages"]) == {"base"} and out["paired"] == {}
+
+
+def _repo(tmp_path) -> tuple[Path, str]:
+    """A git repository holding a copy of the demo config, committed: (root, commit)."""
+    import shutil
+    import subprocess
+
+    root = tmp_path / "repo"
+    (root / "configs").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "configs" / "cpu-demo.yaml", root / "configs")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "demo config"]):
+        subprocess.run(git + cmd, cwd=root, check=True, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return root, head
+
+
+def _published(tmp_path, head: str, **over) -> Path:
+    s = {"config": "configs/cpu-demo.yaml", "commit": head, "accuracy": {"base": 0.1},
+         "command": "python -m pipelines.self_critique --config configs/cpu-demo.yaml run.run_dir=/x/runs/cpu-demo"}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({**s, **over}))
+    return path
+
+
+@pytest.mark.parametrize("over, seed, overrides, why", [
+    ({}, 1, [], "it ran seed 0, not 1"),
+    ({"command": "python -m pipelines.self_critique --config configs/cpu-demo.yaml run.seed=2"}, 0, [],
+     "it ran seed 2, not 0"),
+    ({"config": "configs/other.yaml"}, 0, [], "it ran config 'configs/other.yaml'"),
+    ({"command": "python -m pipelines.self_critique --config configs/cpu-demo.yaml rft.lr=1"}, 0, [],
+     "it ran with overrides ['rft.lr=1']"),
+    ({}, 0, ["eval.problems=10"], "would apply to the new seeds only"),
+    ({"commit": "0" * 40}, 0, [], "is not in this repository"),
+])
+def test_efficacy_reuses_a_run_only_with_the_same_config_and_seed(monkeypatch, tmp_path, over, seed, overrides, why):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from efficacy import reusable
+
+    root, head = _repo(tmp_path)
+    path = _published(tmp_path, head, **over)
+    with pytest.raises(SystemExit, match=re.escape(why)):
+        reusable(path, seed, "configs/cpu-demo.yaml", overrides, root)
+
+
+def test_efficacy_refuses_a_run_whose_config_changed_since(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from efficacy import reusable
+
+    root, head = _repo(tmp_path)
+    path = _published(tmp_path, head)
+    assert reusable(path, 0, "configs/cpu-demo.yaml", [], root)["reused_from"] == str(path)
+    cfg = root / "configs" / "cpu-demo.yaml"
+    cfg.write_text(cfg.read_text().replace("keep_threshold: 7", "keep_threshold: 8"))  # not committed
+    with pytest.raises(SystemExit, match="changed since its commit"):
+        reusable(path, 0, "configs/cpu-demo.yaml", [], root)

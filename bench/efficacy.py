@@ -44,13 +44,31 @@ def aggregate(summaries: dict[int, dict]) -> dict:
         out["paired"][p] = {"diff_mean": mean, "diff_sd": sd, "diff_per_seed": diffs,
                             "ci95_per_seed": [summaries[k]["paired"][p]["ci95"] for k in seeds]}
     out["minutes_per_seed"] = [summaries[k].get("minutes") for k in seeds]
+    for k in ("critic_balanced_accuracy", "flawed_work_detection"):  # the critic's probe, per seed
+        out[f"{k}_per_seed"] = [summaries[s].get(k) for s in seeds]
     return out
+
+
+def finished(run_dir: Path, settings: list[str], config: str) -> dict | None:
+    """A seed's summary when its run finished with exactly these settings (its config hash)."""
+    from core.config import load_config
+    from pipelines.results import config_sha256
+
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    s = json.loads(path.read_text())
+    return s if s.get("config_sha256") == config_sha256(load_config(ROOT / config, settings).model_dump()) else None
 
 
 def run_seed(seed: int, config: str, runs: Path, overrides: list[str]) -> dict:
     run_dir = runs / f"seed-{seed}"
-    cmd = [sys.executable, "-m", "pipelines.self_critique", "--config", config, f"run.seed={seed}",
-           f"run.run_dir={run_dir}", *overrides]
+    settings = [f"run.seed={seed}", f"run.run_dir={run_dir}", *overrides]
+    done = finished(run_dir, settings, config)
+    if done is not None:
+        print(f"[efficacy] seed {seed}: finished earlier with these settings ({run_dir})", file=sys.stderr)
+        return done
+    cmd = [sys.executable, "-m", "pipelines.self_critique", "--config", config, *settings]
     print("[efficacy] " + " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return json.loads((run_dir / "summary.json").read_text())

@@ -184,6 +184,27 @@ def test_committed_sweep_and_rounds_results_match_their_writers_schema():
     assert check_rounds(json.loads((ROOT / "docs" / "results" / "rounds.json").read_text())) == []
 
 
+def test_committed_efficacy_is_its_writers_aggregate_over_at_least_three_seeds(monkeypatch):
+    """bench/results/efficacy.json: each stage's mean and spread are `aggregate` of its per-seed
+    figures, from at least 3 seeds on one machine, each with its commit."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from efficacy import aggregate
+
+    res = json.loads((ROOT / "bench" / "results" / "efficacy.json").read_text())
+    seeds = res["seeds"]
+    assert len(seeds) >= 3 and len(res["commit_per_seed"]) == len(seeds)
+    summaries = {k: {"accuracy": {s: v["accuracy_per_seed"][i] for s, v in res["stages"].items()},
+                     "paired": {p: {"diff": v["diff_per_seed"][i], "ci95": v["ci95_per_seed"][i]}
+                                for p, v in res["paired"].items()}}
+                 for i, k in enumerate(seeds)}
+    again = aggregate(summaries)
+    for stage, v in res["stages"].items():
+        assert v["accuracy_mean"] == pytest.approx(again["stages"][stage]["accuracy_mean"])
+        assert v["accuracy_sd"] == pytest.approx(again["stages"][stage]["accuracy_sd"])
+    assert {"base", "rft", "dpo"} <= set(res["stages"]) and {"dpo_vs_base", "dpo_vs_rft"} <= set(res["paired"])
+    assert all(m == res["machine"] for m in res["machine_per_seed"]) and res["machine"]["cpu_model"]
+
+
 def test_a_run_without_recorded_provenance_says_when_it_was_detected(run_dir, tmp_path):
     del run_dir.manifest["provenance"]
     run_dir._save()

@@ -43,13 +43,14 @@ def main() -> int:
         shutil.rmtree(clone, ignore_errors=True)
     log = res.stdout + res.stderr
     summary = [x for x in log.splitlines() if re.search(r"\d+ (passed|failed)", x)]
+    failures = [x for x in res.stdout.splitlines() if x.startswith(("FAILED ", "ERROR "))]
     write_result("ci_time", {
         "what": "fresh clone of HEAD, then .ci/run (./dev test: set-up and the whole suite)",
         "commit": commit(), "machine": machine(), "wall_seconds": round(wall, 1), "minutes": round(wall / 60, 2),
-        "returncode": res.returncode, "pytest_summary": summary[-1] if summary else None,
+        "returncode": res.returncode, "pytest_summary": summary[-1] if summary else None, "failures": failures,
         "slowest": slowest(log), "pip_download_cache_warm": pip_cache.is_dir() and any(pip_cache.iterdir())})
-    if res.returncode:
-        print(log[-5000:], file=sys.stderr)
+    if res.returncode:  # pytest's own report is on stdout; set-up's noise is on stderr
+        print(res.stdout[-8000:] or res.stderr[-5000:], file=sys.stderr)
     return res.returncode
 
 

@@ -290,16 +290,20 @@ def profile(rows: list[dict], model_path: str, args) -> dict:
         out[f"plain_{path}"] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
         out[f"plain_{path}"]["step"] = sum(out[f"plain_{path}"].values())
         del model, opt
-    for stage in (2, 0):
+    # ZeRO-0 with one rank skips DeepSpeed's identity all-reduce (ds_engine.skip_lone_allreduce);
+    # "zero0_allreduce" puts it back, as the baseline of that change in the same run.
+    for name, stage, allreduce in (("zero2", 2, None), ("zero0", 0, None), ("zero0_allreduce", 0, True)):
         w = LearnerWorker(_job("sft", model_path, args, args.lr, stage), 0, 1)
+        if allreduce is not None:
+            w.engine.enable_backward_allreduce = allreduce
         batch = prepare_batch(w.tok, items, w.job)
         times = []
         for _ in range(args.profile_steps + 1):
             t0 = _now()
             w.step(batch, loss_units(batch, w.job))
             times.append(_now() - t0)
-        out[f"deepspeed_zero{stage}_step"] = sum(times[1:]) / args.profile_steps
-        out[f"deepspeed_zero{stage}_overhead"] = out[f"deepspeed_zero{stage}_step"] - out["plain_new"]["step"]
+        out[f"deepspeed_{name}_step"] = sum(times[1:]) / args.profile_steps
+        out[f"deepspeed_{name}_overhead"] = out[f"deepspeed_{name}_step"] - out["plain_new"]["step"]
         del w
     out["tokens_per_step"] = count_tokens(_tok(model_path), rows[:args.micro_batch], args.max_len, "sft")
     return out

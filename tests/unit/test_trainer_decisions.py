@@ -37,3 +37,16 @@ def test_loss_normalizer_makes_the_rank_average_a_global_mean(world):
     averaged = sum(c * per_item / loss_normalizer(n_global, world) for c in counts) / world
     assert averaged == pytest.approx(per_item if n_global else 0.0)
     assert loss_normalizer(0, world) > 0  # a placeholder-only round never divides by zero
+
+
+@pytest.mark.parametrize("stage, world, kept", [(0, 1, False), (0, 2, True), (2, 1, True), (3, 4, True)])
+def test_identity_allreduce_is_skipped_only_for_one_zero0_rank(stage, world, kept):
+    """With one ZeRO-0 rank DeepSpeed's all-reduce is the identity; elsewhere it must stay."""
+    from types import SimpleNamespace
+
+    from learners.ds_engine import skip_lone_allreduce
+
+    engine = SimpleNamespace(zero_optimization_stage=lambda: stage, dp_world_size=world,
+                             enable_backward_allreduce=True)
+    skip_lone_allreduce(engine)
+    assert engine.enable_backward_allreduce is kept

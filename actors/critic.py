@@ -42,8 +42,10 @@ class CriticWorker:
         self.judge_version = version
         return secs
 
-    def set_policy(self, policy: str) -> None:
+    def set_policy(self, policy: str, judge_rule_failures: bool | None = None) -> None:
         self.policy = policy
+        if judge_rule_failures is not None:
+            self.judge_rule_failures = judge_rule_failures
 
     def _model_grades(self, samples: list[Sample]) -> list[Grade | None]:
         if self.judge is None:

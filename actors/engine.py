@@ -49,7 +49,8 @@ def _engine_kwargs(model_path: str, dtype: str, max_model_len: int, tensor_paral
     # Eager on CPU: torch.compile there costs ~75 s more per engine start (even with its
     # cache warm) for ~5% more tokens/s (bench/README.md).
     kw = dict(model=model_path, dtype=resolve_dtype(dtype), max_model_len=max_model_len, seed=seed,
-              tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu)
+              tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu,
+              worker_extension_cls="actors.vllm_ext.WeightSwapExtension")
     return kw | ({"max_num_seqs": max_num_seqs} if max_num_seqs else {})
 
 
@@ -198,7 +199,7 @@ class Engine(_EngineBase):
         """Swap in a new checkpoint of the same architecture; returns seconds taken."""
         t0 = time.perf_counter()
         with self._dead_engine_check():
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+            self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = self.llm.reset_prefix_cache()
         self._check_cleared(cleared, model_path)
         return time.perf_counter() - t0
@@ -241,7 +242,7 @@ class AsyncEngine(_EngineBase):
         """Swap in a new checkpoint; the caller makes sure no request is running."""
         t0 = time.perf_counter()
         with self._dead_engine_check():
-            await self.llm.collective_rpc("reload_weights", kwargs={"weights_path": model_path})
+            await self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = await self.llm.reset_prefix_cache()
         self._check_cleared(cleared, model_path)
         return time.perf_counter() - t0

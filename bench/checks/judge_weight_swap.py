@@ -1,6 +1,8 @@
-"""Reproduces an in-place weight swap that leaves a tiny judge broken on vLLM's CPU build (2026-11-29):
-fine-tuned judge 9 -> fine-tuned judge 2 writes no score, while untrained -> judge 2 works.
-Needs the test cache's tiny models (run the critic-selection tests once). `./dev python bench/checks/judge_weight_swap.py`"""
+"""In-place weight swaps between tiny judges on vLLM's CPU build: each line should show the
+target judge's digit (9 or 2). Before actors/vllm_ext.py, a plain reload_weights left the tied LM
+head's oneDNN plan on the start model's embedding, and judge 2 -> judge 9 wrote "Score:" followed
+by neither digit (2026-11-29, AMD EPYC). Needs the test cache's tiny models (run the
+critic-selection tests once). `./dev python bench/checks/judge_weight_swap.py`"""
 import os, ray
 from actors.critic import CriticWorker
 from core.problem_gen import generate_problems

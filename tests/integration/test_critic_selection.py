@@ -65,27 +65,30 @@ def _teach_fixed_critique(tiny_model: str, score: int, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def samplers(ray_local, warm_tiny_model):
-    pool = ActorPool(SamplerWorker, 1, (warm_tiny_model, "warm", ENGINE, SYSTEM), num_cpus=1, name="samplers")
-    pool.wait_ready(timeout=600)
-    yield pool
-    pool.shutdown()
+def pools(ray_local, warm_tiny_model, tiny_model):
+    """One sampler and one critic for the module; each test swaps its judge's weights in place.
 
-
-def _stage(samplers, judge_path: str, run_dir: Path, judge_rule_failures: bool):
-    # A critic pool per judge, started on the judge's own weights: swapping one fine-tuned tiny
-    # judge's weights into an engine that holds the other's left it writing no score on vLLM's CPU
-    # build (2026-11-29; a swap from the untrained model works), so the swap is not under test here.
-    critics = ActorPool(CriticWorker, 1, ("model_rule_cap", judge_path, "judge", ENGINE, 24, 7.0, 5.0,
-                                          judge_rule_failures), num_cpus=1, name="critics")
+    The swap between two fine-tuned judges is itself under test: on vLLM's CPU build a plain
+    reload left the tied LM head on the first judge's embedding, and judge 2 wrote no score
+    (actors/vllm_ext.py)."""
+    samplers = ActorPool(SamplerWorker, 1, (warm_tiny_model, "warm", ENGINE, SYSTEM), num_cpus=1, name="samplers")
+    critics = ActorPool(CriticWorker, 1, ("model_rule_cap", fixed_judge(tiny_model, 9), "tiny-judge-9", ENGINE, 24,
+                                          7.0, 5.0), num_cpus=1, name="critics")
+    samplers.wait_ready(timeout=600)
     critics.wait_ready(timeout=600)
-    try:
-        policy = functools.partial(rft_policy, threshold=7.0, max_kept=4, system_prompt=SYSTEM)
-        buf = Buffer.remote(str(run_dir), capacity=256, group_size=SPEC.n, group_policy=policy)
-        run_rollout(generate_problems(6, "train", (1, 2), 0), samplers, critics, buf, SPEC, batch_prompts=3)
-        ray.kill(buf)
-    finally:
-        critics.shutdown()
+    yield samplers, critics
+    samplers.shutdown()
+    critics.shutdown()
+
+
+def _stage(pools, judge_path: str, run_dir: Path, judge_rule_failures: bool):
+    samplers, critics = pools
+    critics.call_all("ensure_checkpoint", judge_path, Path(judge_path).name)
+    critics.call_all("set_policy", "model_rule_cap", judge_rule_failures)
+    policy = functools.partial(rft_policy, threshold=7.0, max_kept=4, system_prompt=SYSTEM)
+    buf = Buffer.remote(str(run_dir), capacity=256, group_size=SPEC.n, group_policy=policy)
+    run_rollout(generate_problems(6, "train", (1, 2), 0), samplers, critics, buf, SPEC, batch_prompts=3)
+    ray.kill(buf)
     graded = {}
     for line in (run_dir / "decisions.jsonl").read_text().splitlines():
         d = json.loads(line)
@@ -99,8 +102,8 @@ def _kept(row: dict, decisions: dict) -> bool:
     return decisions[key]["kept"]
 
 
-def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(samplers, tiny_model, tmp_path):
-    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 9), tmp_path / "pass", judge_rule_failures=True)
+def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(pools, tiny_model, tmp_path):
+    lineage, decisions = _stage(pools, fixed_judge(tiny_model, 9), tmp_path / "pass", judge_rule_failures=True)
     assert len(lineage) == 6 * SPEC.n
     grades = [r["grade"] for r in lineage]
     assert all(g["model_score"] == 9 for g in grades)  # the judge graded every sample
@@ -113,9 +116,9 @@ def test_passing_critic_keeps_only_rule_correct_and_the_rule_only_lowers(sampler
     assert kept and all(r["grade"]["grader"] == "model" and r["grade"]["score"] == 9 for r in kept)
 
 
-def test_failing_critic_keeps_nothing_even_where_the_rule_says_right(samplers, tiny_model, tmp_path):
+def test_failing_critic_keeps_nothing_even_where_the_rule_says_right(pools, tiny_model, tmp_path):
     """Also the default judging: the judge reads only what the rule has not already failed."""
-    lineage, decisions = _stage(samplers, fixed_judge(tiny_model, 2), tmp_path / "fail", judge_rule_failures=False)
+    lineage, decisions = _stage(pools, fixed_judge(tiny_model, 2), tmp_path / "fail", judge_rule_failures=False)
     right = [r for r in lineage if r["grade"]["rule_verdict"] == "correct"]
     assert right and all(r["grade"]["score"] == 2 and r["grade"]["grader"] == "model" for r in right)
     wrong = [r for r in lineage if r["grade"]["rule_verdict"] == "incorrect"]

@@ -34,6 +34,7 @@ def main() -> int:
     pip_cache = Path.home() / ".cache" / "pip"
     # A sibling of this checkout, as CI's clone is: tests read the shared data at ../shared.
     clone = Path(tempfile.mkdtemp(prefix="ci-time-", dir=ROOT.parent))
+    head = commit()  # what the clone gets; HEAD here may move while the suite runs
     try:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         t0 = time.time()
@@ -46,7 +47,7 @@ def main() -> int:
     failures = [x for x in res.stdout.splitlines() if x.startswith(("FAILED ", "ERROR "))]
     write_result("ci_time", {
         "what": "fresh clone of HEAD, then .ci/run (./dev test: set-up and the whole suite)",
-        "commit": commit(), "machine": machine(), "wall_seconds": round(wall, 1), "minutes": round(wall / 60, 2),
+        "commit": head, "machine": machine(), "wall_seconds": round(wall, 1), "minutes": round(wall / 60, 2),
         "returncode": res.returncode, "pytest_summary": summary[-1] if summary else None, "failures": failures,
         "slowest": slowest(log), "pip_download_cache_warm": pip_cache.is_dir() and any(pip_cache.iterdir())})
     if res.returncode:  # pytest's own report is on stdout; set-up's noise is on stderr

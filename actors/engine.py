@@ -158,7 +158,6 @@ class _EngineBase:
         if not cleared:
             raise RuntimeError(f"loaded {model_path}, but vLLM could not clear its prefix cache "
                                f"(requests still running?): prompts would reuse the old weights' keys and values")
-        self.model_path = model_path
 
 
 class Engine(_EngineBase):
@@ -202,6 +201,7 @@ class Engine(_EngineBase):
             self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = self.llm.reset_prefix_cache()
         self._check_cleared(cleared, model_path)
+        self.model_path = model_path
         return time.perf_counter() - t0
 
 
@@ -245,4 +245,5 @@ class AsyncEngine(_EngineBase):
             await self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = await self.llm.reset_prefix_cache()
         self._check_cleared(cleared, model_path)
+        self.model_path = model_path
         return time.perf_counter() - t0

@@ -66,6 +66,7 @@ def _kill_when(proc, marker: Path, log: Path) -> None:
     proc.wait()
 
 
+@pytest.mark.timeout(1800)  # two rounds and a rerun: about 15 minutes beside another worker
 def test_two_rounds_end_to_end_survive_a_driver_kill_in_round_two(warm_tiny_model, tmp_path, fault_log):
     """Two self-critique rounds; the driver dies mid-RFT of round 2. The rerun resumes round 2
     without redoing round 1, and round 2's critic is trained from round 1's DPO model."""

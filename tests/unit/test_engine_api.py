@@ -29,6 +29,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "actors" / "engine.py"
+EXTENSION_FILE = ROOT / "actors" / "vllm_ext.py"
 
 # What engine.py's untyped names hold: (enclosing class or function, expression) -> vLLM object.
 HOLDS = {
@@ -45,6 +46,10 @@ INSTANCE_ATTRS = {
 }
 # collective_rpc runs a worker method; the CPU worker hands reload_weights(**kw) to its model runner.
 WORKER, RUNNER = "vllm.v1.worker.cpu_worker.CPUWorker", "vllm.v1.worker.cpu_model_runner.CPUModelRunner"
+# engine.py's worker_extension_cls: vLLM adds its methods to the worker, and inside them `self` is the worker.
+EXTENSION = "actors.vllm_ext.WeightSwapExtension"
+HOLDS[("WeightSwapExtension", "self")] = WORKER
+INSTANCE_ATTRS[(WORKER, "model_runner")] = RUNNER
 ENGINE_ARGS = "vllm.EngineArgs"
 
 
@@ -90,6 +95,15 @@ def _keywords(obj) -> set[str] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     return {p.name for p in params}
+
+
+def _forwarded(fn):
+    """The model runner's method where a worker method only forwards **kwargs to it."""
+    name = getattr(fn, "__name__", None)
+    if (getattr(_resolve(WORKER), name or "", None) is fn and _keywords(fn) is None
+            and hasattr(_resolve(RUNNER), name)):
+        return getattr(_resolve(RUNNER), name)
+    return fn
 
 
 def _chain(node) -> list[str] | None:
@@ -193,20 +207,18 @@ class Checker(ast.NodeVisitor):
             self.visit(arg)
 
     def _check_keywords(self, target, node, name: str):
-        accepted = _keywords(target)
+        accepted = _keywords(_forwarded(target))
         for kw in node.keywords:
             if kw.arg and accepted is not None and kw.arg not in accepted:
                 self.findings.append(f"line {node.lineno}: {name}() takes no keyword {kw.arg!r}")
 
     def _check_rpc(self, node):
         method = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
-        worker = _resolve(WORKER)
+        worker = type("ExtendedWorker", (_resolve(EXTENSION), _resolve(WORKER)), {})
         if method is None or not hasattr(worker, method):
             self.findings.append(f"line {node.lineno}: the worker has no method {method!r} for collective_rpc")
             return
-        fn = getattr(worker, method)
-        if _keywords(fn) is None and hasattr(_resolve(RUNNER), method):
-            fn = getattr(_resolve(RUNNER), method)  # the worker forwards **kwargs to its model runner
+        fn = _forwarded(getattr(worker, method))
         for kw in node.keywords:
             if kw.arg == "kwargs" and isinstance(kw.value, ast.Dict):
                 for key in kw.value.keys:
@@ -240,6 +252,25 @@ def test_engine_uses_only_what_the_installed_vllm_has():
     assert vllm_findings(source) == []
     # the checker really looked: engine.py imports vLLM names and they were resolved
     assert "import" in source and "vllm" in source
+    # and the extension it checked collective_rpc against is the one the engines load
+    assert f'worker_extension_cls="{EXTENSION}"' in source
+
+
+def test_worker_extension_uses_only_what_the_installed_worker_has():
+    assert vllm_findings(EXTENSION_FILE.read_text()) == []
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("self.reload_weights(", "self.reload_model(", "'reload_model'"),
+    ("weights_path=weights_path", "path=weights_path", "'path'"),
+    ("self.model_runner.get_model()", "self.model_runner.get_module()", "'get_module'"),
+    ("import UnquantizedEmbeddingMethod", "import EmbeddingMethod", "cannot import EmbeddingMethod"),
+])
+def test_checker_reports_what_the_worker_lacks(old, new, expected):
+    source = EXTENSION_FILE.read_text()
+    assert old in source, f"vllm_ext.py no longer contains {old!r}: update this mutation"
+    findings = vllm_findings(source.replace(old, new))
+    assert any(expected in f for f in findings), findings
 
 
 # (text in engine.py, its replacement, what the finding must mention)
@@ -250,7 +281,7 @@ MUTATIONS = [
     ("AsyncLLM.from_engine_args(", "AsyncLLM.from_args(", "'from_args'"),
     ("disable_log_stats=True", "disable_stats=True", "'disable_stats'"),
     ("use_tqdm=False", "progress=False", "'progress'"),
-    ('collective_rpc("reload_weights"', 'collective_rpc("reload_model"', "'reload_model'"),
+    ('collective_rpc("reload_and_repack"', 'collective_rpc("reload_model"', "'reload_model'"),
     ('kwargs={"weights_path": model_path}', 'kwargs={"path": model_path}', "'path'"),
     ("self.llm.llm_engine.engine_core.shutdown()", "self.llm.llm_engine.engine_core.close()", "'close'"),
     ("self.llm.llm_engine", "self.llm.engine", "'engine'"),

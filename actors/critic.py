@@ -22,8 +22,9 @@ class CriticWorker:
 
     def __init__(self, policy: str, judge_path: str | None, judge_version: str, engine_kwargs: dict,
                  max_new_tokens: int = 64, threshold: float = 6.0, answer_timeout_s: float = 5.0,
-                 judge_rule_failures: bool = True):
+                 judge_rule_failures: bool = True, calculator: bool = False):
         self.policy = policy
+        self.calculator = calculator
         self.judge_rule_failures = judge_rule_failures
         self.checker = AnswerChecker(timeout_s=answer_timeout_s)
         self.judge = Engine(judge_path, **engine_kwargs) if policy != "rule" and judge_path else None
@@ -50,7 +51,7 @@ class CriticWorker:
     def _model_grades(self, samples: list[Sample]) -> list[Grade | None]:
         if self.judge is None:
             return [None] * len(samples)
-        outs = self.judge.generate([judge_messages(s.problem, s.response) for s in samples], self.spec)
+        outs = self.judge.generate([judge_messages(s.problem, s.response, self.calculator) for s in samples], self.spec)
         grades = []
         for comps in outs:
             g = parse_judge_output(comps[0].text, self.threshold)

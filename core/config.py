@@ -91,6 +91,10 @@ class CriticConfig(Section):
     # flips (a wrong one given the reference's answer, a right one a nearby number): pairs
     # that differ only in the answer teach the comparison itself, and balance the classes
     counterfactual_answers: bool = True
+    # the judge's prompt also marks each arithmetic statement of the response true or false by
+    # exact arithmetic (core.prompts.calculator_notes), in training and in judging alike: a small
+    # judge then reads the check instead of learning to do it. Off: the paper's critic is the LM alone
+    calculator_notes: bool = False
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     # the held-out probe is topped up with right responses (references, rewordings) to this
     # many of each class where sampling gives fewer

@@ -243,7 +243,7 @@ def dpo_policy(group: list[GradedSample], *, min_gap: float, max_pairs: int, sys
 
 def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_wrong: int | None = None,
                     hard_negatives: bool = True, balance: bool = False, counterfactual: bool = False,
-                    keep_threshold: float = 7.0):
+                    keep_threshold: float = 7.0, calculator: bool = False):
     """Critic bootstrap: turn sampled responses into critique targets with truthful bands.
 
     Each target's score and analysis come from `grade_work` on the very text the judge
@@ -265,22 +265,22 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
             g.kept, g.keep_reason = False, f"over critic.max_wrong_per_prompt={max_wrong}"
             continue
         wrong += wg.score < keep_threshold
-        out.append(critique_target(f"critique:{g.key}", problem, g.sample.response, wg))
+        out.append(critique_target(f"critique:{g.key}", problem, g.sample.response, wg, calculator))
         g.kept, g.keep_reason = True, f"critique target, band {wg.score} ({wg.band})"
         if counterfactual:
-            out += _swapped_target(g)
+            out += _swapped_target(g, calculator)
     if problem.id not in heldout:
-        out += reference_targets(problem, hard_negatives)
+        out += reference_targets(problem, hard_negatives, calculator)
         if balance:
             out += _balancing_repeats(out, problem, keep_threshold)
     return group, out
 
 
-def critique_target(key: str, problem: Problem, response: str, wg: WorkGrade) -> SFTExample:
-    return SFTExample(key, judge_messages(problem, response), wg.critique)
+def critique_target(key: str, problem: Problem, response: str, wg: WorkGrade, calculator: bool = False) -> SFTExample:
+    return SFTExample(key, judge_messages(problem, response, calculator), wg.critique)
 
 
-def reference_targets(problem: Problem, hard_negatives: bool) -> list[SFTExample]:
+def reference_targets(problem: Problem, hard_negatives: bool, calculator: bool = False) -> list[SFTExample]:
     """The reference (fully right), its steps in other words (fully right, so that "looks like
     the reference" is not the rule), and as hard negatives its copies changed in one way each:
     a false step with the answer kept (5), a slip carried to the answer (4), a wrong final
@@ -296,11 +296,11 @@ def reference_targets(problem: Problem, hard_negatives: bool) -> list[SFTExample
     for name, text, verdict in texts:
         wg = grade_work(problem, text, verdict) if text else None
         if wg is not None:
-            out.append(critique_target(f"critique:{problem.id}#{name}", problem, text, wg))
+            out.append(critique_target(f"critique:{problem.id}#{name}", problem, text, wg, calculator))
     return out
 
 
-def _swapped_target(g: GradedSample) -> list[SFTExample]:
+def _swapped_target(g: GradedSample, calculator: bool = False) -> list[SFTExample]:
     """The same response with its final answer flipped (core.critique_data.answer_swapped),
     labelled afresh: a wrong response given the right answer keeps its wrong work (5-6)."""
     right = g.grade.verdict == "correct"
@@ -309,7 +309,7 @@ def _swapped_target(g: GradedSample) -> list[SFTExample]:
         return []
     text, verdict = swapped
     wg = grade_work(g.sample.problem, text, verdict)
-    return [] if wg is None else [critique_target(f"critique:{g.key}#cf", g.sample.problem, text, wg)]
+    return [] if wg is None else [critique_target(f"critique:{g.key}#cf", g.sample.problem, text, wg, calculator)]
 
 
 def _balancing_repeats(out: list[SFTExample], problem: Problem, keep_threshold: float) -> list[SFTExample]:

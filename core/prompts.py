@@ -7,6 +7,7 @@ fixed last line is what `parse_judge_output` looks for; anything else is ungrade
 from __future__ import annotations
 
 from core.records import Problem
+from core.step_check import find_statements
 
 JUDGE_SYSTEM = (
     "You are Math-Critique. Check each step of the response against the reference solution, "
@@ -15,6 +16,7 @@ JUDGE_SYSTEM = (
 )  # short on purpose: every judge training example carries it, and CPU training time is per token
 MAX_JUDGED_RESPONSE_CHARS = 1500  # the judge sees the tail, where the answer is
 MAX_REFERENCE_CHARS = 800  # about 200 tokens of the reference solution: its steps, then its answer
+MAX_CHECKED_STATEMENTS = 6  # calculator notes: the first few `a op b = c` of the response shown
 
 
 def solver_messages(problem: Problem, system_prompt: str) -> list[dict]:
@@ -34,13 +36,27 @@ def reference_for_judge(problem: Problem) -> str:
     return ref
 
 
-def judge_messages(problem: Problem, response: str) -> list[dict]:
+def calculator_notes(response: str) -> str:
+    """Each arithmetic statement of the response (`a op b = c`) marked true or false by exact
+    arithmetic (core.step_check), so that the judge reads the check instead of doing it."""
+    stmts = find_statements(response)[:MAX_CHECKED_STATEMENTS]
+    if not stmts:
+        return "Calculator: no arithmetic statement found."
+    return "Calculator: " + "; ".join(f"{' '.join(st.text.split())} {'true' if st.true else 'FALSE'}"
+                                       for st in stmts) + "."
+
+
+def judge_messages(problem: Problem, response: str, calculator: bool = False) -> list[dict]:
+    """The judge's prompt; with `calculator` (critic.calculator_notes) it also carries the
+    response's arithmetic checked by exact arithmetic."""
     resp = response if len(response) <= MAX_JUDGED_RESPONSE_CHARS else "..." + response[-MAX_JUDGED_RESPONSE_CHARS:]
     user = (
         f"Question: {problem.question}\n"
         f"Reference solution: {reference_for_judge(problem)}\n"
         f"Response: {resp}"
     )
+    if calculator:
+        user += "\n" + calculator_notes(resp)
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -107,7 +107,8 @@ class Runtime:
             self._critics = ActorPool(
                 CriticWorker, r.num_actors,
                 (policy, self.model_path if needs_judge else None, "base", engine_kwargs(self.cfg, r),
-                 c.max_new_tokens, c.keep_threshold, c.answer_timeout_s, c.judge_rule_failures),
+                 c.max_new_tokens, c.keep_threshold, c.answer_timeout_s, c.judge_rule_failures,
+                 c.calculator_notes),
                 num_cpus=r.num_cpus if needs_judge else 0.5, num_gpus=r.num_gpus if needs_judge else 0,
                 resources=r.custom_resources, name="critics")
             self._critics.wait_ready()

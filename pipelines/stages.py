@@ -66,7 +66,7 @@ def _heldout(problems: list[Problem], fraction: float) -> frozenset[str]:
 # ------------------------------------------------------------------------------ critic
 
 
-def load_critique_records(path: str) -> list[SFTExample]:
+def load_critique_records(path: str, calculator: bool = False) -> list[SFTExample]:
     """Critique records: question, reference, response, critique (analysis), score.
 
     One JSON object a line. Lines are split on "\\n" only (str.splitlines would also
@@ -109,7 +109,7 @@ def load_critique_records(path: str) -> list[SFTExample]:
             answer = row.get("answer")
             prob = Problem(f"rec-{lineno}", row["question"], row["reference"], "" if answer is None else str(answer))
             text = f"{row['critique'].strip()}\nScore: {score:g}"
-            out.append(SFTExample(f"record:{lineno}", judge_messages(prob, row["response"]), text))
+            out.append(SFTExample(f"record:{lineno}", judge_messages(prob, row["response"], calculator), text))
     if not out:
         raise DataError(f"{p}: no critique records (the file is empty or has only blank lines)")
     return out
@@ -165,14 +165,16 @@ def run_critic_stage(rt: Runtime, sample_from: tuple[str, str] | None = None, in
     buffer_dir = d / "rollout"
     if c.records_path:
         buffer = make_buffer(rt, buffer_dir, None)
-        ray.get(buffer.put_items.remote([ray.put(x) for x in load_critique_records(c.records_path)]))
+        records = load_critique_records(c.records_path, c.calculator_notes)
+        ray.get(buffer.put_items.remote([ray.put(x) for x in records]))
         todo = []
     else:
         buffer = make_buffer(rt, buffer_dir, c.bootstrap_samples,
                              functools.partial(critique_policy, heldout=heldout, max_wrong=c.max_wrong_per_prompt,
                                                    hard_negatives=c.hard_negatives, balance=c.balance_classes,
                                                    counterfactual=c.counterfactual_answers,
-                                                   keep_threshold=c.keep_threshold))
+                                                   keep_threshold=c.keep_threshold,
+                                                   calculator=c.calculator_notes))
         todo = remaining_problems(problems, buffer_dir / "lineage.jsonl", c.bootstrap_samples)
     if earlier:  # deduplicated by key: a resumed stage does not add them twice
         ray.get(buffer.put_items.remote([ray.put(x) for x in earlier]))

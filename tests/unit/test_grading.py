@@ -477,3 +477,37 @@ def test_critique_heldout_prompt_gives_no_training_data():
 def test_critique_undecided_rule_is_no_target():
     annotated, out = _critique([gs(0, None, "The answer is 7.")], heldout=frozenset(), hard_negatives=False)
     assert [x.key for x in out] == ["critique:p1#ref"] and "undecided" in annotated[0].keep_reason
+
+
+# ------------------------------------------------------------------ calculator notes (critic.calculator_notes)
+
+
+@pytest.mark.parametrize("response,note", [
+    ("So 3 + 4 = 7. The answer is 7.", "Calculator: 3 + 4 = 7 true."),
+    ("3 + 4 = 6. The answer is 7.", "Calculator: 3 + 4 = 6 FALSE."),  # a false step behind a right answer
+    ("12 / 3 = 4 pens, then 4 x 2 = 9 pens.", "Calculator: 12 / 3 = 4 true; 4 x 2 = 9 FALSE."),
+    ("The answer is 7.", "Calculator: no arithmetic statement found."),
+])
+def test_calculator_notes_mark_each_statement(response, note):
+    from core.prompts import calculator_notes
+
+    assert calculator_notes(response) == note
+
+
+def test_calculator_notes_are_in_the_prompt_only_when_asked():
+    from core.prompts import judge_messages
+
+    plain, noted = judge_messages(PROBLEM, "3 + 4 = 6. The answer is 7."), \
+        judge_messages(PROBLEM, "3 + 4 = 6. The answer is 7.", calculator=True)
+    assert "Calculator" not in plain[-1]["content"]
+    assert noted[-1]["content"] == plain[-1]["content"] + "\nCalculator: 3 + 4 = 6 FALSE."
+
+
+def test_critique_targets_carry_the_notes_everywhere_when_asked():
+    """Sampled, counterfactual and reference targets alike: training prompts match judging prompts."""
+    group = [gs(0, 9.0, "So 3 + 4 = 7. The answer is 7."), gs(1, 2.0, "3 + 4 = 8. The answer is 8.")]
+    _, plain = _critique(group, heldout=frozenset(), counterfactual=True)
+    _, noted = _critique(group, heldout=frozenset(), counterfactual=True, calculator=True)
+    assert [x.key for x in noted] == [x.key for x in plain] and [x.response for x in noted] == [x.response for x in plain]
+    assert all("\nCalculator: " in x.messages[-1]["content"] for x in noted)
+    assert not any("Calculator" in x.messages[-1]["content"] for x in plain)

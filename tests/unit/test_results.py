@@ -168,7 +168,7 @@ def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["cpu-demo.json", "cpu-demo-after-fixes.json"])
+@pytest.mark.parametrize("name", ["cpu-demo.json", "cpu-demo-after-fixes.json", "cpu-demo-calculator.json"])
 def test_committed_demo_results_match_the_writers_schema(name):
     """docs/results/cpu-demo*.json are what `./dev report RUN --publish` wrote: they pass the same check."""
     res = json.loads((COMMITTED.parent / name).read_text())

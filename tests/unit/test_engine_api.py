@@ -31,25 +31,25 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "actors" / "engine.py"
 EXTENSION_FILE = ROOT / "actors" / "vllm_ext.py"
 
-# What engine.py's untyped names hold: (enclosing class or function, expression) -> vLLM object.
+# collective_rpc runs a worker method; the CPU worker hands reload_weights(**kw) to its model runner.
+WORKER, RUNNER = "vllm.v1.worker.cpu_worker.CPUWorker", "vllm.v1.worker.cpu_model_runner.CPUModelRunner"
+# engine.py's worker_extension_cls: vLLM adds its methods to the worker, and inside them `self` is the worker.
+EXTENSION = "actors.vllm_ext.WeightSwapExtension"
+# What engine.py's (and the extension's) untyped names hold: (enclosing class or function, expression) -> vLLM object.
 HOLDS = {
     ("Engine", "self.llm"): "vllm.LLM",
     ("AsyncEngine", "self.llm"): "vllm.v1.engine.async_llm.AsyncLLM",
     ("completions", "c"): "vllm.outputs.CompletionOutput",
     ("generate", "res"): "vllm.outputs.RequestOutput",
     ("one", "final"): "vllm.outputs.RequestOutput",
+    ("WeightSwapExtension", "self"): WORKER,
 }
 # Attributes vLLM sets on instances in __init__ (nothing on the class to look up): their types.
 INSTANCE_ATTRS = {
     ("vllm.LLM", "llm_engine"): "vllm.v1.engine.llm_engine.LLMEngine",
     ("vllm.v1.engine.llm_engine.LLMEngine", "engine_core"): "vllm.v1.engine.core_client.EngineCoreClient",
+    (WORKER, "model_runner"): RUNNER,
 }
-# collective_rpc runs a worker method; the CPU worker hands reload_weights(**kw) to its model runner.
-WORKER, RUNNER = "vllm.v1.worker.cpu_worker.CPUWorker", "vllm.v1.worker.cpu_model_runner.CPUModelRunner"
-# engine.py's worker_extension_cls: vLLM adds its methods to the worker, and inside them `self` is the worker.
-EXTENSION = "actors.vllm_ext.WeightSwapExtension"
-HOLDS[("WeightSwapExtension", "self")] = WORKER
-INSTANCE_ATTRS[(WORKER, "model_runner")] = RUNNER
 ENGINE_ARGS = "vllm.EngineArgs"
 
 

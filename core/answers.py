@@ -14,6 +14,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 CheckVerdict = Literal["correct", "incorrect", "unparseable"]
@@ -181,6 +182,16 @@ def _normalise_plain(ans: str) -> str:
 def normalise_answer(ans: str) -> str:
     """The plain-text normalisation the checker applies before math-verify (units, $, commas)."""
     return _normalise_plain(ans)
+
+
+def canonical_answer(ans: str) -> str:
+    """The checker's normalisation, then one spelling per number: 7, 7.0 and "7 dollars" are one answer."""
+    a = normalise_answer(ans)
+    try:
+        x = Fraction(a)
+    except (ValueError, ZeroDivisionError):
+        return a
+    return str(x.numerator) if x.denominator == 1 else str(x)
 
 
 # ---------------------------------------------------------------- math-verify worker

@@ -93,8 +93,10 @@ class CriticConfig(Section):
     counterfactual_answers: bool = True
     # the judge's prompt also marks each arithmetic statement of the response true or false by
     # exact arithmetic (core.prompts.calculator_notes), in training and in judging alike: a small
-    # judge then reads the check instead of learning to do it. Off: the paper's critic is the LM alone
-    calculator_notes: bool = False
+    # judge then reads the check instead of learning to do it; it also says whether the final
+    # answer (the rule check's extraction) equals the reference's. Off: the paper's critic, the LM
+    # alone (docs/results/cpu-demo-after-fixes.json measured that on the demo)
+    calculator_notes: bool = True
     heldout_fraction: float = Field(0.25, gt=0, lt=1)
     # the held-out probe is topped up with right responses (references, rewordings) to this
     # many of each class where sampling gives fewer

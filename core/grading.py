@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import replace
-from fractions import Fraction
 
-from core.answers import AnswerCheck, extract_final_answer, normalise_answer
+from core.answers import AnswerCheck, canonical_answer, extract_final_answer
 from core.critique_data import answer_swapped, flawed_copy, reworded_solution, salt_of, slip_copy
 from core.prompts import judge_messages, solver_messages, wrong_final_answer
 from core.records import Grade, GradedSample, Pair, Problem, SFTExample
@@ -137,16 +136,6 @@ def critic_capped_by_rule(rule: Grade | None, model: Grade | None) -> Grade:
 def _reasoning_signature(text: str) -> str:
     """Numbers in order: two responses with the same arithmetic are the same reasoning."""
     return " ".join(re.findall(r"\d+(?:\.\d+)?", text[-3000:]))
-
-
-def canonical_answer(ans: str) -> str:
-    """The checker's normalisation, then one spelling per number: 7, 7.0 and "7 dollars" are one answer."""
-    a = normalise_answer(ans)
-    try:
-        x = Fraction(a)
-    except (ValueError, ZeroDivisionError):
-        return a
-    return str(x.numerator) if x.denominator == 1 else str(x)
 
 
 def select_for_rft(group: list[GradedSample], threshold: float, max_kept: int) -> list[GradedSample]:

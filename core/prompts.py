@@ -6,6 +6,7 @@ fixed last line is what `parse_judge_output` looks for; anything else is ungrade
 
 from __future__ import annotations
 
+from core.answers import canonical_answer, extract_final_answer
 from core.records import Problem
 from core.step_check import find_statements
 
@@ -36,14 +37,24 @@ def reference_for_judge(problem: Problem) -> str:
     return ref
 
 
-def calculator_notes(response: str) -> str:
+def calculator_notes(response: str, reference_answer: str = "") -> str:
     """Each arithmetic statement of the response (`a op b = c`) marked true or false by exact
-    arithmetic (core.step_check), so that the judge reads the check instead of doing it."""
+    arithmetic (core.step_check), and, where the problem has a reference answer, whether the
+    response's final answer equals it: the judge reads both checks instead of doing them (a
+    135M judge wrote "Final answer 5; reference 5; they differ" on a third of right answers)."""
     stmts = find_statements(response)[:MAX_CHECKED_STATEMENTS]
-    if not stmts:
-        return "Calculator: no arithmetic statement found."
-    return "Calculator: " + "; ".join(f"{' '.join(st.text.split())} {'true' if st.true else 'FALSE'}"
-                                       for st in stmts) + "."
+    steps = ("Calculator: " + "; ".join(f"{' '.join(st.text.split())} {'true' if st.true else 'FALSE'}"
+                                        for st in stmts) + ".") if stmts else "Calculator: no arithmetic statement found."
+    return steps + (" " + answer_note(response, reference_answer) if reference_answer else "")
+
+
+def answer_note(response: str, reference_answer: str) -> str:
+    """The response's final answer (the rule check's extraction) against the reference's."""
+    final, _ = extract_final_answer(response)
+    if not final:
+        return "No final answer."
+    same = canonical_answer(final) == canonical_answer(reference_answer)
+    return f"Answer {' '.join(final.split())} vs reference {reference_answer}: {'match' if same else 'differ'}."
 
 
 def judge_messages(problem: Problem, response: str, calculator: bool = False) -> list[dict]:
@@ -56,7 +67,7 @@ def judge_messages(problem: Problem, response: str, calculator: bool = False) ->
         f"Response: {resp}"
     )
     if calculator:
-        user += "\n" + calculator_notes(resp)
+        user += "\n" + calculator_notes(resp, problem.answer)
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -500,7 +500,27 @@ def test_calculator_notes_are_in_the_prompt_only_when_asked():
     plain, noted = judge_messages(PROBLEM, "3 + 4 = 6. The answer is 7."), \
         judge_messages(PROBLEM, "3 + 4 = 6. The answer is 7.", calculator=True)
     assert "Calculator" not in plain[-1]["content"]
-    assert noted[-1]["content"] == plain[-1]["content"] + "\nCalculator: 3 + 4 = 6 FALSE."
+    assert noted[-1]["content"] == plain[-1]["content"] + "\nCalculator: 3 + 4 = 6 FALSE. Answer 7 vs reference 7: match."
+
+
+@pytest.mark.parametrize("response,reference,note", [
+    ("The answer is 7.", "7", "Answer 7 vs reference 7: match."),
+    ("The answer is 7 dollars.", "7", "Answer 7 dollars vs reference 7: match."),  # the checker's normalisation
+    ("The answer is 7.0", "7", "Answer 7.0 vs reference 7: match."),
+    ("3 + 4 = 7, and the answer is 8.", "7", "Answer 8 vs reference 7: differ."),  # a stated answer wins
+    ("I do not know.", "7", "No final answer."),
+    ("#### 1,200", "1200", "Answer 1,200 vs reference 1200: match."),
+])
+def test_answer_note_compares_the_rules_final_answer(response, reference, note):
+    from core.prompts import answer_note
+
+    assert answer_note(response, reference) == note
+
+
+def test_calculator_notes_leave_out_the_answer_where_there_is_no_reference():
+    from core.prompts import calculator_notes
+
+    assert calculator_notes("3 + 4 = 7. The answer is 7.", "") == "Calculator: 3 + 4 = 7 true."
 
 
 def test_critique_targets_carry_the_notes_everywhere_when_asked():

@@ -258,6 +258,8 @@ def critique_policy(group: list[GradedSample], *, heldout: frozenset[str], max_w
         g.kept, g.keep_reason = True, f"critique target, band {wg.score} ({wg.band})"
         if counterfactual:
             out += _swapped_target(g, calculator)
+        if hard_negatives and wg.score >= keep_threshold:
+            out += _flawed_target(f"critique:{g.key}#flawed", problem, g.sample.response, calculator)
     if problem.id not in heldout:
         out += reference_targets(problem, hard_negatives, calculator)
         if balance:
@@ -277,8 +279,10 @@ def reference_targets(problem: Problem, hard_negatives: bool, calculator: bool =
     texts = [("ref", problem.reference, "correct")]
     if hard_negatives:
         salt = salt_of(problem.id)
-        texts += [("reworded", reworded_solution(problem), "correct"),  # right work that is not the reference
+        reworded = reworded_solution(problem)
+        texts += [("reworded", reworded, "correct"),  # right work that is not the reference
                   ("flawed-ref", flawed_copy(problem.reference, salt), "correct"),
+                  ("flawed-reworded", reworded and flawed_copy(reworded, salt_of(problem.id, "reworded")), "correct"),
                   ("slip-ref", slip_copy(problem.reference, salt), "incorrect"),
                   ("wrong-ref", wrong_final_answer(problem.reference, problem.answer, salt), "incorrect")]
     out = []
@@ -287,6 +291,15 @@ def reference_targets(problem: Problem, hard_negatives: bool, calculator: bool =
         if wg is not None:
             out.append(critique_target(f"critique:{problem.id}#{name}", problem, text, wg, calculator))
     return out
+
+
+def _flawed_target(key: str, problem: Problem, text: str, calculator: bool) -> list[SFTExample]:
+    """A right response with one intermediate result made false, the answer kept (band 5). Right
+    work vastly outnumbers it otherwise, and with the calculator's "match" in the prompt a 135M
+    judge scored such copies 10 (flawed-work detection 0.08 on the probe, 21 band-5 targets of 234)."""
+    text = flawed_copy(text, salt_of(key))
+    wg = grade_work(problem, text, "correct") if text else None
+    return [] if wg is None else [critique_target(key, problem, text, wg, calculator)]
 
 
 def _swapped_target(g: GradedSample, calculator: bool = False) -> list[SFTExample]:

@@ -19,10 +19,11 @@ from actors.sampler import SamplerWorker
 from actors.stream import CallDeadline, run_rollout
 from core.grading import select_for_rft
 from core.problem_gen import generate_problems
+from core.records import Problem
 
 pytestmark = pytest.mark.integration
 
-ENGINE = dict(max_model_len=384, kv_cache_gib=1.0)
+ENGINE = dict(max_model_len=384, kv_cache_gib=1.0, dtype="float32")  # fp32: compared with transformers below
 # top-p < 1 runs our CPU top-p plugin (actors/vllm_cpu_top_p.py) inside the engines
 SPEC = SamplingSpec(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16)
 
@@ -111,6 +112,31 @@ def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, ti
         assert sz["started"] >= max(sx["finished"], sy["finished"])
     finally:
         ray.get(actor.ensure_checkpoint.remote(tiny_model, "base"))
+
+
+def test_swapped_weights_answer_as_transformers_does(pools, tiny_model, warm_tiny_model):
+    """New weights swapped into an engine that has served others (the way every stage loads its
+    model) answer as transformers does with them. The prompt is longer than a KV block (128
+    tokens on CPU), so a prefix cache kept across the swap would answer with the old weights'
+    keys and values; the tied LM head's packed copy must follow the new embedding too."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    samplers, _ = pools
+    actor = samplers.actors[0]
+    question = Problem("p", "Count: " + " ".join(str(i) for i in range(90)) + ". What is 3 plus 1?")
+    greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=8)
+    ray.get(actor.generate.options(num_returns=2).remote([question], greedy)[1])  # the old weights fill the cache
+    try:
+        (swapped,) = ray.get(actor.generate.options(num_returns=2).remote([question], greedy,
+                                                                          (warm_tiny_model, "warm"))[1])
+    finally:
+        ray.get(actor.ensure_checkpoint.remote(tiny_model, "base"))
+    assert len(swapped.prompt_token_ids) > 128 and swapped.policy_version == "warm"
+    model = AutoModelForCausalLM.from_pretrained(warm_tiny_model, dtype=torch.float32)
+    want = model.generate(torch.tensor([swapped.prompt_token_ids]), max_new_tokens=len(swapped.token_ids),
+                          do_sample=False)[0, len(swapped.prompt_token_ids):].tolist()
+    assert swapped.token_ids == want  # the new weights' answer, not the old prefix's
 
 
 def _observed(problems, run_dir, buf, report) -> tuple[set[str], dict]:

@@ -422,8 +422,11 @@ def test_critique_hard_negatives_are_reference_copies_in_three_bands():
     right = GradedSample(Sample(p2, 0, "3 + 4 = 7. The answer is 7."), Grade(9.0, "correct"))
     _, out = _critique([right], heldout=frozenset())
     by = {x.key.split("#", 1)[1]: x for x in out if "#" in x.key and not x.key.endswith("#0")}
+    # a false step behind the answer (5) in the reference, in its rewording and in the right sampled response
     assert {k: _score(v) for k, v in by.items()} == {"ref": 10, "reworded": 10, "flawed-ref": 5, "slip-ref": 4,
-                                                     "wrong-ref": 3}
+                                                     "wrong-ref": 3, "flawed-reworded": 5, "0#flawed": 5}
+    flawed = by["0#flawed"].messages[-1]["content"].split("Response: ")[1]
+    assert "3 + 4 = 7" not in flawed and flawed.endswith("The answer is 7.")
     from core.prompts import replace_final_answer, wrong_final_answer
 
     out = wrong_final_answer("17 + 7 = 7.5 or 7. The answer is 7.", "7", "s")

@@ -285,21 +285,22 @@ def reference_targets(problem: Problem, hard_negatives: bool, calculator: bool =
                   ("flawed-reworded", reworded and flawed_copy(reworded, salt_of(problem.id, "reworded")), "correct"),
                   ("slip-ref", slip_copy(problem.reference, salt), "incorrect"),
                   ("wrong-ref", wrong_final_answer(problem.reference, problem.answer, salt), "incorrect")]
-    out = []
-    for name, text, verdict in texts:
-        wg = grade_work(problem, text, verdict) if text else None
-        if wg is not None:
-            out.append(critique_target(f"critique:{problem.id}#{name}", problem, text, wg, calculator))
-    return out
+    return [x for name, text, verdict in texts
+            for x in _labelled_target(f"critique:{problem.id}#{name}", problem, text, verdict, calculator)]
+
+
+def _labelled_target(key: str, problem: Problem, text: str | None, verdict: str, calculator: bool) -> list[SFTExample]:
+    """A changed or written text labelled afresh by `grade_work`; nothing when there is no text
+    or its band cannot be decided."""
+    wg = grade_work(problem, text, verdict) if text else None
+    return [] if wg is None else [critique_target(key, problem, text, wg, calculator)]
 
 
 def _flawed_target(key: str, problem: Problem, text: str, calculator: bool) -> list[SFTExample]:
     """A right response with one intermediate result made false, the answer kept (band 5). Right
     work vastly outnumbers it otherwise, and with the calculator's "match" in the prompt a 135M
     judge scored such copies 10 (flawed-work detection 0.08 on the probe, 21 band-5 targets of 234)."""
-    text = flawed_copy(text, salt_of(key))
-    wg = grade_work(problem, text, "correct") if text else None
-    return [] if wg is None else [critique_target(key, problem, text, wg, calculator)]
+    return _labelled_target(key, problem, flawed_copy(text, salt_of(key)), "correct", calculator)
 
 
 def _swapped_target(g: GradedSample, calculator: bool = False) -> list[SFTExample]:
@@ -309,9 +310,7 @@ def _swapped_target(g: GradedSample, calculator: bool = False) -> list[SFTExampl
     swapped = answer_swapped(g.sample.response, g.sample.problem, right, salt_of(g.key))
     if swapped is None:
         return []
-    text, verdict = swapped
-    wg = grade_work(g.sample.problem, text, verdict)
-    return [] if wg is None else [critique_target(f"critique:{g.key}#cf", g.sample.problem, text, wg, calculator)]
+    return _labelled_target(f"critique:{g.key}#cf", g.sample.problem, *swapped, calculator)
 
 
 def _balancing_repeats(out: list[SFTExample], problem: Problem, keep_threshold: float) -> list[SFTExample]:

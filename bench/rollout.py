@@ -15,6 +15,11 @@ import time
 
 from common import machine, write_result
 
+# The top-p comparison loads vLLM's plugins in one engine and not in the other, and a process
+# reads VLLM_PLUGINS once: so here every engine keeps processes of its own, vLLM's layout
+# (the project's engines run in-process on CPU: bench/engine_start.py).
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+
 
 def bench_generate(model_path: str, convs: list, n: int, max_new: int, temperature: float, batch: int,
                    dtype: str) -> dict:

@@ -186,13 +186,15 @@ def gone(proc: psutil.Process, within_s: float) -> bool:
 
 
 def test_engine_processes_killed_or_stuck_mid_stage(pools, tmp_path, fault_log):
-    """A sampler's and the judge's engine cores SIGKILLed (as an out-of-memory kill would),
-    the other sampler's engine stopped (SIGSTOP: its actor answers pings but no call returns)."""
+    """A sampler's engine core and the judge's engine SIGKILLed (as an out-of-memory kill would),
+    the other sampler's engine stopped (SIGSTOP: its actor answers pings but no call returns).
+    On CPU the judge's blocking engine runs inside its actor's process (actors/engine.py), so
+    the process that holds its model is the actor itself."""
     samplers, critics = pools
     problems = generate_problems(12, seed=8)
     buf = Buffer.remote(str(tmp_path), capacity=1000)
     (s0, s1), (c0,) = samplers.wait_ready(), critics.wait_ready()
-    cores = {"sampler": engine_core(s0), "judge": engine_core(c0), "stuck": engine_core(s1)}
+    cores = {"sampler": engine_core(s0), "judge": psutil.Process(c0), "stuck": engine_core(s1)}
     hit = threading.Event()
 
     def inject(ev: dict) -> None:  # on the first graded batch: the stage is under way

@@ -1,6 +1,8 @@
 """The β × λ sweep end to end on the tiny model: real local Ray, Ray Tune, vLLM, DeepSpeed.
 
-One 1×2 sweep (two values of λ: each trial costs a learner and an eval, and what is tested
+The run directory already holds a finished RFT stage (its model: the warm tiny model), as a
+sweep over a finished run finds it: what the sweep adds is what is tested, and the pipeline's
+own stages are tested in test_pipeline.py. One 1×2 sweep (two values of λ: each trial costs a learner and an eval, and what is tested
 does not need more), run twice. In the first run one trial cannot create its directory (a
 file is in the way): it is reported as failed and the other finishes. The second run, after
 the file is gone, reuses the pairs, skips the finished point, runs the failed one (with
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from actors.journal import Journal
+from pipelines.run_dir import RunDir
 from pipelines.sweep import trial_name
 from tests.integration.test_pipeline import ROOT, _env, tiny_overrides
 
@@ -40,6 +43,9 @@ def test_sweep_shares_pairs_reports_failures_and_resumes(warm_tiny_model, tmp_pa
     sweep = run_dir / "sweep"
     # the critic stage is left out (the rule grades): the sweep's own parts are what is tested
     over = tiny_overrides(run_dir, warm_tiny_model) + ["run.stages=[rft]", f"eval.problems={EVAL}"]
+    finished = RunDir(run_dir)
+    finished.mark_started("rft")
+    finished.mark_done("rft", warm_tiny_model, {"train_steps": 0})
     blocked = sweep / "trials" / trial_name(0.5, 1.5)
     blocked.parent.mkdir(parents=True)
     blocked.write_text("in the way of the trial's directory")
@@ -48,7 +54,7 @@ def test_sweep_shares_pairs_reports_failures_and_resumes(warm_tiny_model, tmp_pa
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     res = json.loads((sweep / "sweep.json").read_text())
     by_name = {p["name"]: p for p in res["points"]}
-    assert len(by_name) == 2
+    assert len(by_name) == 2 and res["rft_checkpoint"] == warm_tiny_model  # the finished stage, not rerun
     assert by_name[blocked.name]["status"] == "error" and by_name[blocked.name]["accuracy"] is None
     assert blocked.name in by_name[blocked.name]["error"]
     ok = [p for p in res["points"] if p["status"] == "ok"]

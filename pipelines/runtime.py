@@ -24,7 +24,8 @@ log = logging.getLogger("selfcritique")
 
 # Environment the actors and train workers need, forwarded from the driver.
 FORWARD_ENV = ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE",
-               "HF_DATASETS_CACHE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")
+               "HF_DATASETS_CACHE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS",
+               "VLLM_ENABLE_V1_MULTIPROCESSING")
 
 
 # Set by Ray in the driver of a job started with `ray job submit`.
@@ -46,10 +47,29 @@ def init_ray(cfg: Config) -> None:
     else:
         env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
         # A local head binds to loopback only; the dashboard stays off unless asked for.
-        ray.init(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False,
-                 runtime_env={"env_vars": env, "worker_process_setup_hook": "pipelines.runtime.quiet_without_dashboard"},
-                 _node_ip_address="127.0.0.1")
+        start_local_ray(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False,
+                        runtime_env={"env_vars": env,
+                                     "worker_process_setup_hook": "pipelines.runtime.quiet_without_dashboard"},
+                        _node_ip_address="127.0.0.1")
         check_local_resources(cfg, ray.cluster_resources())
+
+
+def start_local_ray(attempts: int = 3, **init_kwargs) -> None:
+    """`ray.init` of a local head, tried again when its raylet was too slow to register.
+
+    Ray gives a new raylet 30 s (a constant in ray._private.node) to register with its GCS;
+    on a 2-core machine busy with other processes that can pass, and the start then fails
+    although nothing is wrong."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**init_kwargs)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            log.warning("the local Ray head was slow to start (attempt %d of %d): starting it again",
+                        attempt, attempts)
+            ray.shutdown()
 
 
 def quiet_without_dashboard() -> None:

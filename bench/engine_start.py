@@ -68,13 +68,10 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def model_path_for(which: str) -> str:
-    from core.models import resolve_model
+    from core.models import build_tiny_model, resolve_model
 
-    if which == "embedded":
-        return resolve_model("embedded")
-    from core.models import build_tiny_model  # the tests' tiny model, built here if missing
-
-    return str(build_tiny_model())
+    # the tests' tiny model is built here if missing
+    return resolve_model("embedded") if which == "embedded" else str(build_tiny_model())
 
 
 def main() -> None:
@@ -97,14 +94,11 @@ def main() -> None:
     ratios = {kind: {"start_speedup": cases[f"{kind}_separate"]["start_s"] / cases[f"{kind}_in_process"]["start_s"],
                      "tok_per_s_ratio": cases[f"{kind}_in_process"]["tok_per_s"] / cases[f"{kind}_separate"]["tok_per_s"]}
               for kind in ("engine", "async")}
-    write_result("engine_start", {"machine": machine(), "commit": _commit(), "model": args.model,
+    from pipelines.results import git_commit
+
+    write_result("engine_start", {"machine": machine(), "commit": git_commit(), "model": args.model,
                                   "settings": {k: getattr(args, k) for k in ("repeats", "prompts", "n", "max_new_tokens")},
                                   "cases": cases, "in_process_vs_separate": ratios})
-
-
-def _commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return res.stdout.strip()
 
 
 if __name__ == "__main__":

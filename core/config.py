@@ -157,6 +157,9 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     problems: int = Field(200, ge=1)
     max_new_tokens: int = Field(160, ge=1)
+    # generate each cut-off response again with twice the budget: whether more tokens let it
+    # finish is then observed ("cut off") rather than guessed ("looping" / "runaway" if not)
+    recheck_cut_offs: bool = True
     mathusereval_path: str = ""  # optional MathUserEval-style set scored by the critic
     mathusereval_limit: int = Field(40, ge=1)
     # also judge this many eval responses (spread over base, RFT and DPO; rule-labelled)

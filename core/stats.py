@@ -30,27 +30,43 @@ def judge_cut_offs(graded: list[GradedSample]) -> list[GradedSample]:
     return out
 
 
-def stop_kind(response: str, finish_reason: str) -> str:
-    """"finished", "cut off" (the budget stopped it) or "looping" (stopped inside a repetition loop)."""
+def stop_kind(response: str, finish_reason: str, longer: tuple[str, str] | None = None) -> str:
+    """"finished"; "cut off" (a larger budget lets it finish); "looping" (stopped inside a repetition
+    loop); or "runaway" (still unfinished at the recheck budget, yet not an exact loop).
+
+    `longer` is the same greedy response generated again with a larger budget, as (text,
+    finish_reason): whether more tokens let it finish is then observed, not guessed. Without it a
+    cut-off response that is not an exact loop counts as cut off.
+    """
     if finish_reason != "length":
         return "finished"
-    return "looping" if looping(response) else "cut off"
+    if longer is None:
+        return "looping" if looping(response) else "cut off"
+    text, reason = longer
+    if reason != "length":
+        return "cut off"
+    return "looping" if looping(text) or looping(response) else "runaway"
 
 
-def eval_outcomes(graded: list[GradedSample]) -> dict:
-    """Accuracy, per-category accuracy, per-problem correctness and the cut-off share of one model."""
+def eval_outcomes(graded: list[GradedSample], recheck: list[GradedSample] | None = None) -> dict:
+    """Accuracy, per-category accuracy, per-problem correctness and the stop shares of one model.
+
+    recheck: the cut-off responses generated again with a larger budget (by problem id).
+    """
     judged = judge_cut_offs(graded)
     correct = {g.sample.problem.id: g.grade.verdict == "correct" for g in judged}
     by_cat: dict[str, list[bool]] = {}
     for g in judged:
         by_cat.setdefault(g.sample.problem.category or "all", []).append(correct[g.sample.problem.id])
     n = len(judged)
-    stops = [stop_kind(g.sample.response, g.sample.finish_reason) for g in judged]
+    longer = {g.sample.problem.id: (g.sample.response, g.sample.finish_reason) for g in recheck or []}
+    stops = [stop_kind(g.sample.response, g.sample.finish_reason, longer.get(g.sample.problem.id)) for g in judged]
     return {"accuracy": sum(correct.values()) / max(n, 1), "n": n,
             "by_category": {k: sum(v) / len(v) for k, v in sorted(by_cat.items())},
-            # cut off by the budget: a larger one could have let it finish (loops apart: none would)
+            # cut off by the budget: a larger one lets (or, unrechecked, could let) it finish
             "truncated": sum(s == "cut off" for s in stops) / max(n, 1),
             "looping": sum(s == "looping" for s in stops) / max(n, 1),
+            "runaway": sum(s == "runaway" for s in stops) / max(n, 1),
             "cut_off_unanswered": sum(cut_off_unanswered(g.sample.response, g.sample.finish_reason) for g in graded),
             "correct": correct, "graded": judged}
 

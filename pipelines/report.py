@@ -114,18 +114,29 @@ def _pct(x) -> str:
 
 def md_accuracy(res: dict) -> list[str]:
     acc, tr, loop = res.get("accuracy") or {}, res.get("truncated") or {}, res.get("looping") or {}
-    lines = ["| stage | held-out greedy accuracy | cut off by the budget | stopped in a loop |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {k} | {v * 100:.1f}% | {_pct(tr.get(k))} | {_pct(loop.get(k))} |" for k, v in acc.items()]
+    run = res.get("runaway") or {}
+    lines = ["| stage | held-out greedy accuracy | cut off by the budget | stopped in a loop | ran away |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {v * 100:.1f}% | {_pct(tr.get(k))} | {_pct(loop.get(k))} | {_pct(run.get(k))} |"
+              for k, v in acc.items()]
     lines += ["", f"Evaluated on {res.get('n_eval', 0)} held-out problems (greedy, at most "
               f"{res.get('eval_max_new_tokens', 'n/a')} new tokens). A response stopped before it states a final "
-              "answer counts as wrong. \"Stopped in a loop\": it was repeating the same text when the budget "
-              "stopped it (greedy decoding stuck in a loop), counted apart from the budget's cut-offs.", ""]
+              "answer counts as wrong. " + stops_note(res.get("recheck_max_new_tokens")), ""]
     for k, share in tr.items():
         if share > TRUNCATION_WARN:
             lines += [f"**Warning:** {share * 100:.1f}% of {k}'s responses were cut off by the token budget "
                       f"(over {TRUNCATION_WARN:.0%}): its accuracy measures the budget as much as the model.", ""]
     return lines
+
+
+def stops_note(recheck: int | None) -> str:
+    if not recheck:  # runs from before the recheck
+        return ("\"Stopped in a loop\": it was repeating the same text when the budget stopped it, counted apart "
+                "from the budget's cut-offs.")
+    return (f"Every response the budget stopped was generated again with {recheck} tokens. \"Cut off by the "
+            "budget\": it then finished, so the budget decided its grade. \"Stopped in a loop\": it was "
+            "repeating the same text. \"Ran away\": still unfinished with the larger budget, not an exact loop. "
+            "Only the first kind measures the budget rather than the model.")
 
 
 def md_paired(res: dict) -> list[str]:

@@ -78,13 +78,15 @@ def eval_figures(run: RunDir, ev: dict, seed: int) -> dict:
     """Cut-off and looping shares and paired differences; recomputed from the eval lineage for runs
     that predate them."""
     if "paired" in ev and "truncated" in ev:
-        return {"truncated": ev["truncated"], "looping": ev.get("looping"), "paired": ev["paired"]}
-    from core.stats import eval_outcomes, paired_table
-    from pipelines.stages import read_lineage
+        return {"truncated": ev["truncated"], "looping": ev.get("looping"), "runaway": ev.get("runaway"),
+                "paired": ev["paired"]}
+    from core.stats import paired_table
+    from pipelines.stages import eval_dir_outcomes
 
-    outcomes = {s: eval_outcomes(read_lineage(run.root / "eval" / s / "lineage.jsonl")) for s in ev.get("accuracy", {})}
+    outcomes = {s: eval_dir_outcomes(run.root / "eval" / s) for s in ev.get("accuracy", {})}
     return {"truncated": {s: o["truncated"] for s, o in outcomes.items()},
             "looping": {s: o["looping"] for s, o in outcomes.items()},
+            "runaway": {s: o["runaway"] for s, o in outcomes.items()},
             "paired": paired_table({s: o["correct"] for s, o in outcomes.items()}, seed=seed)}
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from core.rounds import round_dir
-from core.stats import accuracy_interval, eval_outcomes, paired_difference
+from core.stats import accuracy_interval, paired_difference
 from pipelines.results import ResultsError, dumps, run_dir_args
 from pipelines.run_dir import RunDir
 
@@ -23,10 +23,9 @@ CRITIC_KEYS = ("critic_balanced_accuracy", "critic_auc", "flawed_work_detection"
 
 
 def _outcomes(stage_dir: Path) -> dict | None:
-    from pipelines.stages import read_lineage
+    from pipelines.stages import eval_dir_outcomes
 
-    path = stage_dir / "lineage.jsonl"
-    return eval_outcomes(read_lineage(path)) if path.exists() else None
+    return eval_dir_outcomes(stage_dir) if (stage_dir / "lineage.jsonl").exists() else None
 
 
 def _paired(before: dict, after: dict, seed: int) -> dict:

@@ -319,34 +319,52 @@ def _rollout_metrics(rt: Runtime, stage: str, rollout_dir: Path, rep: dict) -> d
 
 def greedy_accuracy(rt: Runtime, label: str, ckpt: tuple[str, str], problems: list[Problem]) -> dict:
     d = rt.run.stage_dir("eval") / label
+    budget = rt.cfg.eval.max_new_tokens
+    greedy_rollout(rt, f"eval-{label}", d, ckpt, problems, budget)
+    graded = read_lineage(d / "lineage.jsonl")
+    recheck = None
+    if rt.cfg.eval.recheck_cut_offs:
+        cut = {g.sample.problem.id for g in graded if g.sample.finish_reason == "length"}
+        again = [p for p in problems if p.id in cut]
+        if again:
+            greedy_rollout(rt, f"eval-{label}-recheck", recheck_dir(d), ckpt, again, 2 * budget)
+            recheck = read_lineage(recheck_dir(d) / "lineage.jsonl")
+    return eval_outcomes(graded, recheck)
+
+
+def recheck_dir(eval_dir: Path) -> Path:
+    """Where a model's cut-off eval responses are generated again with twice the budget."""
+    return eval_dir.with_name(eval_dir.name + "-recheck")
+
+
+def eval_dir_outcomes(eval_dir: Path) -> dict:
+    """eval_outcomes of one model's eval directory, with its cut-off recheck where one ran."""
+    again = recheck_dir(eval_dir) / "lineage.jsonl"
+    return eval_outcomes(read_lineage(eval_dir / "lineage.jsonl"), read_lineage(again) if again.exists() else None)
+
+
+def greedy_rollout(rt: Runtime, name: str, d: Path, ckpt: tuple[str, str], problems: list[Problem],
+                   max_new_tokens: int, critic_policy: str = "rule", **judge) -> None:
+    """One greedy, graded response per problem into d's lineage (resumes: only the missing ones)."""
     buffer = make_buffer(rt, d, None)
     todo = remaining_problems(problems, d / "lineage.jsonl", 1)
-    spec = rt.sampling(greedy=True, max_new_tokens=rt.cfg.eval.max_new_tokens)
     if todo:
-        rollout_with_progress(rt, f"eval-{label}", todo, buffer, spec, critic_policy="rule", policy_ckpt=ckpt)
+        rollout_with_progress(rt, name, todo, buffer, rt.sampling(greedy=True, max_new_tokens=max_new_tokens),
+                              critic_policy=critic_policy, policy_ckpt=ckpt, **judge)
     else:
         ray.get(buffer.close.remote())
-    out = eval_outcomes(read_lineage(d / "lineage.jsonl"))
     ray.kill(buffer)
-    return out
 
 
 def critic_scored(rt: Runtime, label: str, ckpt: tuple[str, str], judge_ckpt, problems: list[Problem]) -> dict:
     """MathUserEval-style: free-form answers, so the critic (judge) scores them by category."""
     d = rt.run.stage_dir("eval") / f"{label}-critic"
-    buffer = make_buffer(rt, d, None)
-    todo = remaining_problems(problems, d / "lineage.jsonl", 1)
-    spec = rt.sampling(greedy=True, max_new_tokens=rt.cfg.eval.max_new_tokens)
-    if todo:
-        rollout_with_progress(rt, f"eval-{label}-critic", todo, buffer, spec, critic_policy="model",
-                              policy_ckpt=ckpt, judge_ckpt=judge_ckpt)
-    else:
-        ray.get(buffer.close.remote())
+    greedy_rollout(rt, f"eval-{label}-critic", d, ckpt, problems, rt.cfg.eval.max_new_tokens,
+                   critic_policy="model", judge_ckpt=judge_ckpt)
     by_cat: dict[str, list[float]] = {}
     for g in read_lineage(d / "lineage.jsonl"):
         if g.grade.score is not None:
             by_cat.setdefault(g.sample.problem.category.split("/")[0] or "all", []).append(g.grade.score)
-    ray.kill(buffer)
     return {k: sum(v) / len(v) for k, v in sorted(by_cat.items())}
 
 
@@ -354,7 +372,8 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
     cfg = rt.cfg
     problems = rt.problems("test")[: cfg.eval.problems]
     results: dict = {"accuracy": {}, "by_category": {}, "n_eval": len(problems), "truncated": {}, "looping": {},
-                     "cut_off_unanswered": {}, "max_new_tokens": cfg.eval.max_new_tokens}
+                     "runaway": {}, "cut_off_unanswered": {}, "max_new_tokens": cfg.eval.max_new_tokens,
+                     "recheck_max_new_tokens": 2 * cfg.eval.max_new_tokens if cfg.eval.recheck_cut_offs else None}
     responses, correct = [], {}
     for label, ckpt in models.items():
         r = greedy_accuracy(rt, label, ckpt, problems)
@@ -362,6 +381,7 @@ def run_eval_stage(rt: Runtime, models: dict[str, tuple[str, str]], judge_ckpt) 
         results["by_category"][label] = r["by_category"]
         results["truncated"][label] = r["truncated"]
         results["looping"][label] = r["looping"]
+        results["runaway"][label] = r["runaway"]
         results["cut_off_unanswered"][label] = r["cut_off_unanswered"]
         correct[label] = r["correct"]
         responses += r["graded"]

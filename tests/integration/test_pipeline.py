@@ -105,11 +105,27 @@ def _check_round_one(run_dir: Path) -> None:
         ids = [json.loads(x)["sample"]["problem"]["id"]
                for x in (run_dir / "eval" / stage / "lineage.jsonl").read_text().splitlines()]
         assert len(ids) == len(set(ids)) == summary["n_eval"] > 0
+        _check_recheck(run_dir / "eval", stage, summary)
     assert check(summary) == []  # the pipeline's own summary is what `./dev report --publish` accepts
     report = (run_dir / "report.md").read_text()
     assert "| dpo |" in report and (run_dir / "plots" / "accuracy.png").exists()
     # the trained critic also judged the eval responses of all three stages
     assert 0 < summary["critic_on_eval"]["critic_n"] and "eval responses" in report
+
+
+def _check_recheck(eval_dir: Path, stage: str, summary: dict) -> None:
+    """Exactly the cut-off responses were generated again, with twice the budget, and every
+    cut-off is classified once: by the budget, a loop, or a runaway."""
+    first = [json.loads(x)["sample"] for x in (eval_dir / stage / "lineage.jsonl").read_text().splitlines()]
+    cut = {s["problem"]["id"] for s in first if s["finish_reason"] == "length"}
+    again_path = eval_dir / f"{stage}-recheck" / "lineage.jsonl"
+    again = [json.loads(x)["sample"] for x in again_path.read_text().splitlines()] if again_path.exists() else []
+    assert sorted(s["problem"]["id"] for s in again) == sorted(cut)
+    budget = summary["eval_max_new_tokens"]
+    assert summary["recheck_max_new_tokens"] == 2 * budget
+    assert all(len(s["token_ids"]) > budget or s["finish_reason"] != "length" for s in again)
+    shares = sum(summary[k][stage] for k in ("truncated", "looping", "runaway"))
+    assert shares == pytest.approx(len(cut) / len(first))
 
 
 def _check_round_two_lineage(run_dir: Path) -> None:

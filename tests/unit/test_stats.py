@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.records import Grade, GradedSample, Problem, Sample
-from core.stats import eval_outcomes, judge_cut_offs, mean_and_sd, paired_difference, paired_table
+from core.stats import eval_outcomes, judge_cut_offs, mean_and_sd, paired_difference, paired_table, stop_kind
 
 
 def outcomes(n: int, p_before: float, p_after: float, seed: int) -> tuple[list[bool], list[bool]]:
@@ -122,6 +122,37 @@ def test_eval_outcomes_counts_cut_offs_and_accuracy():
     for cat in ("level1", "level2"):
         rows = [c for i, c in enumerate(CASES) if f"level{1 + i % 2}" == cat]
         assert out["by_category"][cat] == pytest.approx(sum(c[3] for c in rows) / len(rows))
+
+
+LOOP = "so 6 * 7 = 42. " * 10
+RAMBLE = "First 3 + 4 = 7, then 7 + 2 = 9, then 9 + 5 = 14, then 14 + 8 = 22 and"
+# (first response, its finish, recheck of it or None, expected stop kind)
+STOPS = [
+    ("The answer is 7.", "stop", None, "finished"),
+    ("The answer is 7.", "stop", ("anything", "length"), "finished"),  # a finished response is never rechecked
+    (RAMBLE, "length", None, "cut off"),  # unrechecked: a larger budget could let it finish
+    (LOOP, "length", None, "looping"),
+    (RAMBLE, "length", (RAMBLE + " 22 + 1 = 23. The answer is 23.", "stop"), "cut off"),  # more tokens finished it
+    (RAMBLE, "length", (RAMBLE + " and then" * 40, "length"), "looping"),  # the recheck ends in a loop
+    (LOOP, "length", (LOOP + "so 6", "length"), "looping"),
+    (RAMBLE, "length", (RAMBLE + " 22 + 1 = 23, then 23 + 6 = 29, then", "length"), "runaway"),
+    (LOOP, "length", (LOOP + " The answer is 42.", "stop"), "cut off"),  # a loop the budget broke off: it finished
+]
+
+
+@pytest.mark.parametrize("text,finish,longer,kind", STOPS)
+def test_stop_kind_uses_the_recheck_when_there_is_one(text, finish, longer, kind):
+    assert stop_kind(text, finish, longer) == kind
+
+
+def test_eval_outcomes_takes_the_recheck_of_each_cut_off_by_problem():
+    gs = [graded(f"p{i}", text, finish, "incorrect") for i, (text, finish, _, _) in enumerate(STOPS)]
+    recheck = [graded(f"p{i}", *longer, "incorrect") for i, (_, _, longer, _) in enumerate(STOPS) if longer]
+    out = eval_outcomes(gs, recheck)
+    for kind, field in (("cut off", "truncated"), ("looping", "looping"), ("runaway", "runaway")):
+        assert out[field] == pytest.approx(sum(k == kind for *_, k in STOPS) / len(STOPS)), field
+    assert out["truncated"] + out["looping"] + out["runaway"] == pytest.approx(
+        sum(f == "length" for _, f, _, _ in STOPS) / len(STOPS))
 
 
 # ------------------------------------------------------------------ bench/efficacy.py's aggregation over seeds

@@ -7,7 +7,8 @@ Same data, batch, dtype (fp32 unless the CPU has native bf16) and learning rate 
   gradient checkpointing off like ours, no bf16 where the CPU lacks it.
 Throughput = prompt+response tokens of every trained sequence / wall seconds, where the
 seconds include computing the reference log-probs (DPO) and the first step, for both.
-Two data shapes, from the project's generated problems: "short" (solver prompt, a worked
+`layouts` times both batch layouts (one row per sequence; shared prefix and prompts) on every
+shape. Two data shapes, from the project's generated problems: "short" (solver prompt, a worked
 answer: RFT/DPO-like) and "critic" (the judge prompt with a response in it, a one-line
 critique: long prompt, short target).
 
@@ -231,6 +232,47 @@ def logprob_old_vs_new(rows: list[dict], model_path: str, args) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ layouts
+
+
+def batch_cells(batch: dict) -> int:
+    """Token positions the model computes for a collated batch (padding included)."""
+    cells = batch["input_ids"].numel()
+    if "prompt_ids" in batch:
+        cells += batch["prompt_ids"].numel() + (batch["prefix_ids"].numel() if "prefix_ids" in batch else 0)
+    return cells
+
+
+def layout_costs(model_path: str, args) -> dict:
+    """Per shape and kind, train seconds per token cell with every batch in the one-pass layout and
+    in the shared one (common prefix, then each prompt once): the source of
+    learners.batching.SHARED_CELL_COST, which collate_best weighs the two layouts' cells by."""
+    import learners.batching as B
+    import learners.ref_scorer as R
+    from learners.trainer import prepare_batch
+
+    best, out = B.collate_best, {}
+    for shape in args.shapes.split(","):
+        rows = build_data(args.items, shape)
+        for kind in ("sft", "dpo"):
+            res = {}
+            for name, coll in (("one_pass", B.collate), ("shared", B.collate_shared)):
+                B.collate_best = R.collate_best = coll
+                try:
+                    items, job = _records(kind, rows), _job(kind, model_path, args, args.lr)
+                    cells = sum(batch_cells(prepare_batch(_tok(model_path), items[i:i + args.micro_batch], job))
+                                for i in range(0, len(items), args.micro_batch))
+                    secs = run_ours(kind, rows, model_path, args)["train_seconds"]
+                finally:
+                    B.collate_best = R.collate_best = best
+                res[name] = {"cells": cells, "train_seconds": secs, "ms_per_cell": 1000 * secs / cells}
+            res["shared_cost_per_cell"] = res["shared"]["ms_per_cell"] / res["one_pass"]["ms_per_cell"]
+            res["shared_speedup"] = res["one_pass"]["train_seconds"] / res["shared"]["train_seconds"]
+            out[f"{shape}_{kind}"] = res
+            print("layouts", shape, kind, {k: round(v, 3) for k, v in res.items() if isinstance(v, float)}, flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------ profile
 
 
@@ -370,6 +412,7 @@ def main() -> None:
     critic = build_data(args.items, "critic")
     result["logprobs_old_vs_new"] = logprob_old_vs_new(critic[:2 * args.micro_batch], model_path, args)
     result["profile_critic_sft"] = profile(critic, model_path, args)
+    result["layouts"] = layout_costs(model_path, args)
     result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
                           "lr": args.lr, "model": args.model, "trl": _version("trl"),
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "

@@ -66,12 +66,29 @@ def split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[int
     return ids[:p], ids[p:], p - 1
 
 
-def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    """Rows that share a prompt (a DPO pair's chosen and rejected; RFT samples of one problem)
-    as each distinct prompt once, left-padded, plus every response, right-padded.
+def common_prefix(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with (the chat template's system turn, a judge's instructions),
+    leaving each prompt at least its last token: that one predicts the response's first."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    return next((k for k in range(n) if any(p[k] != first[k] for p in prompts)), max(n, 0))
 
-    The model then runs each prompt once and each response against the prompt's cached keys
-    and values (losses.response_logps); the maths is the same as one row per sequence.
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """Rows as three levels that the model runs one after the other, each against the keys and
+    values of the one before (losses.response_logps): the prefix all prompts share, once; each
+    distinct prompt's rest once (a DPO pair's chosen and rejected, RFT samples of one problem
+    share it), left-padded; then every response, right-padded. The maths is that of one row per
+    sequence; the shared tokens are computed (and back-propagated) once instead of per row.
     """
     prompts: dict[tuple, int] = {}
     group, resp, first, resp_labels = [], [], [], []
@@ -82,12 +99,10 @@ def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> d
         first.append(labels[t])
         resp_labels.append(labels[t + 1:])
     p_ids = [list(p) for p in prompts]
-    pw, rw = max(map(len, p_ids)), max(map(len, resp))
-    prompt_ids = torch.full((len(p_ids), pw), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(p_ids), pw), dtype=torch.long)
-    for i, p in enumerate(p_ids):
-        prompt_ids[i, pw - len(p):] = torch.tensor(p, dtype=torch.long)
-        prompt_mask[i, pw - len(p):] = 1
+    shared = common_prefix(p_ids)
+    prompt_ids, prompt_mask = _left_padded([p[shared:] for p in p_ids], pad_id)
+    prompt_attn = torch.cat([torch.ones((len(p_ids), shared), dtype=torch.long), prompt_mask], dim=1)
+    rw = max(map(len, resp))
     resp_ids = torch.full((len(resp), rw), pad_id, dtype=torch.long)
     labels = torch.full((len(resp), rw), IGNORE, dtype=torch.long)
     resp_mask = torch.zeros((len(resp), rw), dtype=torch.long)
@@ -96,18 +111,37 @@ def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> d
         labels[i, : len(y)] = torch.tensor(y, dtype=torch.long)
         resp_mask[i, : len(r)] = 1
     g = torch.tensor(group, dtype=torch.long)
-    prompt_len = prompt_mask.sum(-1)
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-            "prompt_pos": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
-            "group": g, "first_targets": torch.tensor(first, dtype=torch.long), "input_ids": resp_ids,
-            "labels": labels, "attention_mask": torch.cat([prompt_mask[g], resp_mask], dim=1),
-            "position_ids": prompt_len[g, None] + torch.arange(rw)[None, :]}
+    prompt_len = prompt_attn.sum(-1)
+    out = {"prompt_ids": prompt_ids, "prompt_mask": prompt_attn,
+           "prompt_pos": (prompt_attn.cumsum(-1) - 1).clamp(min=0)[:, shared:],
+           "group": g, "first_targets": torch.tensor(first, dtype=torch.long), "input_ids": resp_ids,
+           "labels": labels, "attention_mask": torch.cat([prompt_attn[g], resp_mask], dim=1),
+           "position_ids": prompt_len[g, None] + torch.arange(rw)[None, :]}
+    if shared:
+        out["prefix_ids"] = torch.tensor([p_ids[0][:shared]], dtype=torch.long)
+    return out
+
+
+# Per token cell the shared layout costs more than the one-pass one (two more model calls,
+# key/value copies, smaller matrix products): 1.18-1.27x for SmolLM2-135M in fp32 on a 2-core
+# AMD EPYC ("layouts" in bench/results/learner.json). Shared wins when it saves more than that.
+SHARED_CELL_COST = 1.25
+
+
+def layout_cells(encoded: list[tuple[list[int], list[int]]]) -> tuple[int, int]:
+    """(token cells of the one-pass layout, of the shared layout): what each would compute."""
+    split = [split_prompt(ids, labels) for ids, labels in encoded]
+    one_pass = len(encoded) * max(len(ids) for ids, _ in encoded)
+    distinct = list({tuple(p): None for p, _, _ in split})
+    shared = common_prefix([list(p) for p in distinct])
+    return one_pass, (shared + len(distinct) * max(len(p) - shared for p in distinct)
+                      + len(encoded) * max(len(r) for _, r, _ in split))
 
 
 def collate_best(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    """collate_shared when some prompt repeats, else the one-pass left-padded collate."""
-    distinct = {tuple(split_prompt(ids, labels)[0]) for ids, labels in encoded}
-    return collate_shared(encoded, pad_id) if len(distinct) < len(encoded) else collate(encoded, pad_id)
+    """collate_shared when its fewer token cells outweigh its cost per cell, else the one-pass collate."""
+    one_pass, shared = layout_cells(encoded)
+    return collate_shared(encoded, pad_id) if shared * SHARED_CELL_COST < one_pass else collate(encoded, pad_id)
 
 
 def n_targets(batch: dict) -> int:

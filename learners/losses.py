@@ -60,7 +60,8 @@ def response_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     One-pass batches are left-padded: every response ends in the last column, so the head runs
     on the last `logits_to_keep` columns (transformers' own argument, so model-specific logit
     scaling stays the model's) and prompt positions never reach it. Shared-prompt batches run
-    each prompt once, then the responses against its cached keys and values.
+    the prefix common to all prompts once, each prompt's rest once against it, then the responses
+    against their prompt's cached keys and values.
     """
     if "prompt_ids" in batch:
         return _shared_prompt_logps(model, batch)
@@ -71,8 +72,13 @@ def response_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _shared_prompt_logps(model, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    cache = None
+    if "prefix_ids" in b:  # the prefix every prompt shares, once; each prompt continues from a copy of it
+        cache = model(input_ids=b["prefix_ids"], logits_to_keep=1, use_cache=True).past_key_values
+        cache.batch_select_indices(torch.zeros(b["prompt_ids"].shape[0], dtype=torch.long,
+                                               device=b["prompt_ids"].device))
     out = model(input_ids=b["prompt_ids"], attention_mask=b["prompt_mask"], position_ids=b["prompt_pos"],
-                logits_to_keep=1, use_cache=True)
+                past_key_values=cache, logits_to_keep=1, use_cache=True)
     group = b["group"]
     # the prompt's last position predicts each response's first token
     first, _ = token_logps(out.logits[group], b["first_targets"][:, None])

@@ -232,25 +232,22 @@ def _with_shared_prompts(enc, pairs_of: list[int]) -> list[tuple[list[int], list
     return out
 
 
-@pytest.mark.parametrize("lam", [0.0, 1.0])
-def test_dpo_on_shared_prompts_equals_the_simple_formula(lam):
-    from learners.batching import collate_best
+def _assert_same_as_simple(enc, batch, *, dpo: bool, lam: float = 1.0):
+    """logps, loss and every gradient of the collated batch against each row alone."""
     from learners.losses import response_logps
 
-    # 4 pairs: rows 0-3 chosen, 4-7 rejected with the same prompts; pairs 2 and 3 also share one
-    enc = _with_shared_prompts(_encoded(8, seed=4), [0, 1, 2, 2, 0, 1, 2, 2])
-    enc[5] = (enc[5][0][: len(enc[5][0]) - sum(y != IGNORE for y in enc[5][1]) + 1],
-              enc[5][1][: len(enc[5][1]) - sum(y != IGNORE for y in enc[5][1]) + 1])  # a one-token response
-    batch = collate_best(enc, pad_id=0)
-    assert batch["prompt_ids"].shape[0] == 3  # each distinct prompt runs once
-    ref = torch.randn(8)
     out = []
+    half, ref = len(enc) // 2, torch.randn(len(enc))
     for simple in (False, True):
         model = _tiny_lm()
         lp, n = _simple_batch_logps(model, enc) if simple else response_logps(model, batch)
-        res = dpo_loss(lp[:4], lp[4:], ref[:4], ref[4:], beta=0.5, chosen_nll=-lp[:4] / n[:4], nll_coef=lam)
-        res["loss"].backward()
-        out.append((lp.detach(), n, res["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+        if dpo:
+            loss = dpo_loss(lp[:half], lp[half:], ref[:half], ref[half:], beta=0.5, chosen_nll=-lp[:half] / n[:half],
+                            nll_coef=lam)["loss"]
+        else:
+            loss = -lp.sum() / n.sum()
+        loss.backward()
+        out.append((lp.detach(), n, loss.detach(), [p.grad.clone() for p in model.parameters()]))
     (lp_a, n_a, loss_a, g_a), (lp_b, n_b, loss_b, g_b) = out
     assert torch.equal(n_a, n_b)
     assert torch.allclose(lp_a, lp_b, rtol=1e-5, atol=1e-4)
@@ -258,12 +255,75 @@ def test_dpo_on_shared_prompts_equals_the_simple_formula(lam):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_a, g_b))
 
 
-def test_collate_best_keeps_one_pass_when_no_prompt_repeats():
-    from learners.batching import collate_best, n_targets
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_dpo_on_shared_prompts_equals_the_simple_formula(lam):
+    from learners.batching import collate_shared
 
-    enc = _encoded(4, seed=5)
-    one_pass, shared = collate_best(enc, 0), collate_best(_with_shared_prompts(enc, [0, 0, 2, 3]), 0)
-    assert "prompt_ids" not in one_pass and "prompt_ids" in shared
+    # 4 pairs: rows 0-3 chosen, 4-7 rejected with the same prompts; pairs 2 and 3 also share one
+    enc = _with_shared_prompts(_encoded(8, seed=4), [0, 1, 2, 2, 0, 1, 2, 2])
+    enc[5] = (enc[5][0][: len(enc[5][0]) - sum(y != IGNORE for y in enc[5][1]) + 1],
+              enc[5][1][: len(enc[5][1]) - sum(y != IGNORE for y in enc[5][1]) + 1])  # a one-token response
+    batch = collate_shared(enc, pad_id=0)
+    assert batch["prompt_ids"].shape[0] == 3  # each distinct prompt runs once
+    _assert_same_as_simple(enc, batch, dpo=True, lam=lam)
+
+
+def test_both_layouts_count_every_response_token():
+    from learners.batching import collate, collate_shared, n_targets
+
+    enc = _with_shared_prompts(_encoded(4, seed=5), [0, 0, 2, 3])
     want = sum(sum(y != IGNORE for y in labels) for _, labels in enc)
-    assert n_targets(one_pass) == want
-    assert n_targets(shared) == sum(sum(y != IGNORE for y in lab) for _, lab in _with_shared_prompts(enc, [0, 0, 2, 3]))
+    assert n_targets(collate(enc, 0)) == n_targets(collate_shared(enc, 0)) == want
+
+
+def _with_prefix(enc, prefix: list[int]) -> list[tuple[list[int], list[int]]]:
+    """The same rows with one token prefix before every prompt (like a shared system turn)."""
+    return [(prefix + ids, [IGNORE] * len(prefix) + labels) for ids, labels in enc]
+
+
+@pytest.mark.parametrize("prompts,want", [
+    ([[1, 2, 3], [1, 2, 4]], 2),
+    ([[1, 2, 3], [1, 2, 3, 4]], 2),  # one prompt is the other's start: each keeps its last token
+    ([[1, 2, 3]], 2),  # a single prompt: all but its last token
+    ([[5, 2], [1, 2]], 0),
+    ([[7], [7]], 0),
+    ([[1, 2, 3, 9], [1, 2, 3, 8], [1, 5, 3, 9]], 1),
+])
+def test_common_prefix_leaves_every_prompt_its_last_token(prompts, want):
+    from learners.batching import common_prefix
+
+    assert common_prefix(prompts) == want
+
+
+def test_sft_on_prompts_with_a_common_prefix_runs_it_once_and_equals_the_simple_formula():
+    from learners.batching import collate_best
+
+    enc = _with_prefix(_encoded(6, seed=6), [9, 8, 7, 6, 5, 4, 3, 2, 9, 8, 7, 6])
+    batch = collate_best(enc, pad_id=0)
+    assert batch["prefix_ids"].tolist() == [[9, 8, 7, 6, 5, 4, 3, 2, 9, 8, 7, 6]]
+    assert batch["prompt_ids"].shape[0] == 6  # no prompt repeats: each rest runs once
+    _assert_same_as_simple(enc, batch, dpo=False)
+
+
+def test_dpo_with_a_common_prefix_and_shared_prompts_equals_the_simple_formula():
+    from learners.batching import collate_shared
+
+    enc = _with_prefix(_with_shared_prompts(_encoded(8, seed=7), [0, 1, 2, 2, 0, 1, 2, 2]), [4, 4, 5, 5, 6])
+    batch = collate_shared(enc, pad_id=0)
+    assert batch["prefix_ids"].shape[1] >= 5 and batch["prompt_ids"].shape[0] == 3
+    _assert_same_as_simple(enc, batch, dpo=True)
+
+
+def test_collate_best_counts_the_cells_of_each_layout():
+    from learners.batching import SHARED_CELL_COST, collate_best, layout_cells, split_prompt
+
+    for enc in (_encoded(5, seed=8), _with_prefix(_encoded(5, seed=8), list(range(3, 30)))):
+        split = [split_prompt(i, y) for i, y in enc]
+        one_pass, shared = layout_cells(enc)
+        assert one_pass == len(enc) * max(len(i) for i, _ in enc)
+        prompts = [p for p, _, _ in split]
+        k = 0
+        while k < min(map(len, prompts)) - 1 and len({p[k] for p in prompts}) == 1:
+            k += 1
+        assert shared == k + len(prompts) * max(len(p) - k for p in prompts) + len(enc) * max(len(r) for _, r, _ in split)
+        assert ("prompt_ids" in collate_best(enc, 0)) == (shared * SHARED_CELL_COST < one_pass)

@@ -127,6 +127,11 @@ def loss_units(batch: dict, job: LearnJob) -> int:
     return response_tokens(batch) if job.kind == "sft" else batch["input_ids"].shape[0] // 2
 
 
+def sequence_tokens(batch: dict | None) -> int:
+    """Prompt and response positions of every sequence in the batch, shared ones counted per sequence."""
+    return int(batch["attention_mask"].sum()) if batch else 0
+
+
 def response_tokens(batch: dict | None) -> int:
     from learners.batching import n_targets
 
@@ -209,6 +214,8 @@ class LearnerWorker:
         self.state = {"micro": 0, "epoch": 0, "replay_pos": 0, "stream_done": False, "tokens": 0}
         self.replay: list = []
         self.t_last, self.tok_window, self.t_start = time.perf_counter(), 0, time.perf_counter()
+        # this attempt's optimizer steps alone (no waiting for data): the learner's own throughput
+        self.compute = {"step_seconds": 0.0, "seq_tokens": 0}
 
     def restore(self) -> None:
         """Load the last checkpoint, if any, and re-queue what was taken after it."""
@@ -303,7 +310,7 @@ class LearnerWorker:
         ds_engine.save_hf(self.engine, self.tok, Path(self.job.out_dir), self.rank)
         with open(Path(self.job.storage_dir) / f"{self.job.name}-rank{self.rank}-done.json", "w") as fh:
             json.dump({"micro": self.state["micro"], "tokens": self.state["tokens"], "replay": len(self.replay),
-                       "train_seconds": time.perf_counter() - self.t_start}, fh)
+                       "train_seconds": time.perf_counter() - self.t_start, **self.compute}, fh)
 
     def run(self) -> None:
         job = self.job
@@ -319,7 +326,10 @@ class LearnerWorker:
                     break
             if action != "train":
                 continue
+            t0 = time.perf_counter()
             metrics = self.step(batch, n_global)
+            self.compute["step_seconds"] += time.perf_counter() - t0
+            self.compute["seq_tokens"] += sequence_tokens(batch)
             self.record(items, lease, response_tokens(batch), metrics)
             self.maybe_checkpoint()
 

@@ -211,6 +211,34 @@ def md_stages(res: dict) -> list[str]:
     return lines
 
 
+def md_learner(res: dict) -> list[str]:
+    """Each training stage's minutes and the learner's own tokens/s, beside a baseline run's."""
+    base = res.get("baseline") or {}
+    minutes, b_min = res.get("stage_minutes") or {}, base.get("stage_minutes") or {}
+    b_tok = base.get("trained_tok_per_s") or {}
+    at = f" at {str(base.get('commit'))[:7]}" if base else ""
+    lines = ["## Stage times and learner throughput", "",
+             f"| stage | minutes | minutes{at} | optimizer steps | seconds in steps | tokens trained | tokens/s | "
+             f"tokens/s{at} |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in ("critic", "rft", "dpo", "eval"):
+        m = res.get(s) or {}
+        steps = m.get("critic_steps", m.get("train_steps"))
+        lines.append(f"| {s} | {_num(minutes.get(s))} | {_num(b_min.get(s))} | {_num(steps, 0)} | "
+                     f"{_num(m.get('train_step_seconds'))} | {_num(m.get('train_seq_tokens'), 0)} | "
+                     f"{_num(m.get('trained_tok_per_s'))} | {_num(b_tok.get(s))} |")
+    lines += ["", "Tokens: prompt and response positions of every trained sequence; seconds: in optimizer steps "
+              "only, not waiting for data. Minutes: the whole stage (sampling, judging, training)."]
+    if base:
+        lines += [f"Baseline: `{base['file']}` ({machine_line(base.get('machine'))})."]
+        if (base.get("machine") or {}).get("cpu_model") != (res.get("machine") or {}).get("cpu_model"):
+            lines += ["**The baseline ran on another CPU model: its times do not compare.**"]
+    return lines + [""]
+
+
+def _num(x, digits: int = 1) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
 def md_categories(res: dict) -> list[str]:
     lines = []
     by_cat = res.get("by_category") or {}
@@ -230,8 +258,8 @@ def md_categories(res: dict) -> list[str]:
 
 
 def render_markdown(res: dict, plot_names: list[str]) -> str:
-    lines = (md_header(res) + md_accuracy(res) + md_paired(res) + md_critic(res) + md_selection(res) + md_stages(res)
-             + md_categories(res))
+    lines = (md_header(res) + md_accuracy(res) + md_paired(res) + md_critic(res) + md_selection(res)
+             + md_learner(res) + md_stages(res) + md_categories(res))
     lines += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{p})" for p in plot_names] + [""]
     return "\n".join(lines)
 

@@ -189,7 +189,21 @@ def dumps(res: dict) -> str:
     return json.dumps(res, indent=2) + "\n"
 
 
-def write_summary(run: RunDir) -> dict:
+def baseline_of(path: Path) -> dict:
+    """What a report compares its stage times with: another published run's figures."""
+    try:
+        b = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: cannot read a baseline results file ({e})") from None
+    missing = [k for k in ("commit", "machine", "stage_minutes") if k not in b]
+    if missing:
+        raise ResultsError(f"{path}: a baseline needs the fields {', '.join(missing)} (a `./dev report --publish` file)")
+    return {"file": str(path), "commit": b["commit"], "machine": b["machine"], "minutes": b.get("minutes"),
+            "stage_minutes": b["stage_minutes"],
+            "trained_tok_per_s": {s: (b.get(s) or {}).get("trained_tok_per_s") for s in ("critic", "rft", "dpo")}}
+
+
+def write_summary(run: RunDir, baseline: Path | None = None) -> dict:
     """Build the results, write summary.json and render report.md from them."""
     from pipelines.report import write_report
 
@@ -199,15 +213,17 @@ def write_summary(run: RunDir) -> dict:
         now = provenance(json.loads(cfg.read_text()) if cfg.exists() else {}, "", "")
         now["detected"] = "when the report was written (the run predates recorded provenance)"
     res = build(run, now)
+    if baseline is not None:
+        res["baseline"] = baseline_of(baseline)
     (run.root / "summary.json").write_text(dumps(res))
     write_report(run, res)
     return res
 
 
-def publish(run_root: Path, dest: Path) -> dict:
+def publish(run_root: Path, dest: Path, baseline: Path | None = None) -> dict:
     """Rebuild a run's results, check them and copy them (and the plots) to `dest`."""
     run = RunDir(run_root)
-    res = write_summary(run)
+    res = write_summary(run, baseline)
     errs = check(res)
     if errs:
         raise ResultsError(f"{run.root / 'summary.json'}: " + "; ".join(errs))
@@ -224,6 +240,7 @@ def run_dir_args(prog: str, doc: str, example: str, argv: list[str] | None) -> a
     ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--publish", type=Path, help=f"copy the checked results here (e.g. {example})")
+    ap.add_argument("--baseline", type=Path, help="a published results file whose stage times the report sets beside")
     return ap.parse_args(argv)
 
 
@@ -233,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run_dir}: no manifest.json (not a run directory)", file=sys.stderr)
         return 2
     try:
-        res = publish(args.run_dir, args.publish) if args.publish else write_summary(RunDir(args.run_dir))
+        res = (publish(args.run_dir, args.publish, args.baseline) if args.publish
+               else write_summary(RunDir(args.run_dir), args.baseline))
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -188,7 +188,7 @@ def run_critic_stage(rt: Runtime, sample_from: tuple[str, str] | None = None, in
     held = [g for g in read_lineage(buffer_dir / "lineage.jsonl") if g.sample.problem.id in heldout]
     acc = critic_accuracy(rt, held, (ckpt, weights_version(rt, "critic")), d / "heldout_probe.jsonl")
     metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"],
-               "critic_init_model": init_model, "critique_samples_from": (sample_from or (rt.model_path, "base"))[0],
+               **learner_throughput(rep["learner"]), "critic_init_model": init_model, "critique_samples_from": (sample_from or (rt.model_path, "base"))[0],
                "earlier_round_critiques": len(earlier)}
     rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     return ckpt, metrics
@@ -307,11 +307,20 @@ def _rollout_metrics(rt: Runtime, stage: str, rollout_dir: Path, rep: dict) -> d
     m = {"samples": len(graded), "mean_score": sum(scores) / len(scores) if scores else None,
          "sample_accuracy": sum(g.grade.verdict == "correct" for g in graded) / max(len(graded), 1),
          "kept": kept, "rejected": len(decisions) - kept, "train_steps": rep["learner"]["micro"],
-         "train_tokens": rep["learner"]["tokens"], "rollout_tok_per_s": rep.get("rollout", {}).get("wall_seconds")
+         "train_tokens": rep["learner"]["tokens"], **learner_throughput(rep["learner"]),
+         "rollout_tok_per_s": rep.get("rollout", {}).get("wall_seconds")
          and rep["rollout"]["tokens"] / rep["rollout"]["wall_seconds"]}
     rt.tracker.log({f"{stage}/{k}": v for k, v in m.items() if v is not None})
     m["selection"] = selection_summary(graded, rt.cfg.critic.keep_threshold, {x["key"] for x in decisions if x["kept"]})
     return m
+
+
+def learner_throughput(summary: dict) -> dict:
+    """Seconds in optimizer steps (no waiting for data) and the prompt+response tokens they trained,
+    from the learner's rank-0 summary; a resumed learner reports its last attempt."""
+    secs, toks = summary.get("step_seconds"), summary.get("seq_tokens")
+    return {"train_step_seconds": secs, "train_seq_tokens": toks,
+            "trained_tok_per_s": toks / secs if secs and toks is not None else None}
 
 
 # ------------------------------------------------------------------------------ eval

@@ -327,3 +327,13 @@ def test_collate_best_counts_the_cells_of_each_layout():
             k += 1
         assert shared == k + len(prompts) * max(len(p) - k for p in prompts) + len(enc) * max(len(r) for _, r, _ in split)
         assert ("prompt_ids" in collate_best(enc, 0)) == (shared * SHARED_CELL_COST < one_pass)
+
+
+def test_sequence_tokens_count_every_position_once_per_sequence_in_both_layouts():
+    from learners.batching import collate, collate_shared
+    from learners.trainer import sequence_tokens
+
+    enc = _with_prefix(_with_shared_prompts(_encoded(6, seed=9), [0, 0, 2, 3, 3, 5]), [7, 7, 8])
+    want = sum(len(ids) for ids, _ in enc)
+    assert sequence_tokens(collate(enc, 0)) == sequence_tokens(collate_shared(enc, 0)) == want
+    assert sequence_tokens(None) == 0

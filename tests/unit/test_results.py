@@ -215,3 +215,26 @@ def test_a_run_without_recorded_provenance_says_when_it_was_detected(run_dir, tm
     run_dir._save()
     res = write_summary(run_dir)
     assert "report was written" in res["provenance_detected"] and res["machine"]["cores"] >= 1
+
+
+def test_a_baseline_puts_its_stage_times_beside_this_runs_in_the_report(run_dir, tmp_path):
+    base = build(run_dir) | {"commit": "b" * 40, "stage_minutes": {"critic": 12.25, "rft": 4.5}}
+    base["rft"] = {"trained_tok_per_s": 77.5}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    run_dir.manifest["stages"]["rft"]["metrics"] |= {"train_steps": 8, "train_step_seconds": 20.0,
+                                                     "train_seq_tokens": 3000, "trained_tok_per_s": 150.0}
+    run_dir._save()
+    assert main([str(run_dir.root), "--baseline", str(tmp_path / "base.json")]) == 0
+    report = (run_dir.root / "report.md").read_text()
+    section = report.split("## Stage times and learner throughput")[1]
+    row = next(x for x in section.splitlines() if x.startswith("| rft |"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["1.0", "4.5", "8", "20.0", "3000", "150.0", "77.5"]
+    assert "minutes at bbbbbbb" in report and "another CPU model" not in report
+
+
+@pytest.mark.parametrize("content,why", [("{", "cannot read"), ('{"commit": "x"}', "machine, stage_minutes")])
+def test_a_baseline_that_is_not_a_published_results_file_is_refused(run_dir, tmp_path, capsys, content, why):
+    (tmp_path / "base.json").write_text(content)
+    assert main([str(run_dir.root), "--baseline", str(tmp_path / "base.json")]) == 2
+    err = capsys.readouterr().err
+    assert "base.json" in err and why in err

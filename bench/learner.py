@@ -351,6 +351,54 @@ def profile(rows: list[dict], model_path: str, args) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ matrix products
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def gemm_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """fp32 GEMM rate of this CPU (torch's BLAS, all its threads): the ceiling a step's matrix products meet."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t0 = _now()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (_now() - t0) / 1e9
+
+
+def matmul_bound(model_path: str, args) -> dict:
+    """Per shape, one plain-torch SFT step (the learner's log-prob code) under the profiler: the
+    share of the step in matrix products and their rate against the CPU's GEMM peak. Near the
+    peak, a faster step needs fewer products, not faster ones."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from transformers import AutoModelForCausalLM
+
+    from learners.trainer import prepare_batch
+
+    out = {"gemm_peak_gflops": gemm_peak_gflops()}
+    for shape in args.shapes.split(","):
+        items = _records("sft", build_data(args.items, shape)[:args.micro_batch])
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
+        batch = prepare_batch(_tok(model_path), items, _job("sft", model_path, args, args.lr))
+        profile_plain(model, opt, batch, "new")  # warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            t0 = _now()
+            profile_plain(model, opt, batch, "new")
+            step = _now() - t0
+        mm = [e for e in prof.key_averages() if e.key in MATMUL_OPS]
+        secs, flops = sum(e.self_cpu_time_total for e in mm) / 1e6, sum(e.flops for e in mm)
+        out[shape] = {"step_seconds": step, "matmul_seconds": secs, "matmul_share": secs / step,
+                      "matmul_gflops": flops / secs / 1e9, "matmul_vs_peak": flops / secs / 1e9 / out["gemm_peak_gflops"]}
+        del model, opt
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -413,6 +461,7 @@ def main() -> None:
     result["logprobs_old_vs_new"] = logprob_old_vs_new(critic[:2 * args.micro_batch], model_path, args)
     result["profile_critic_sft"] = profile(critic, model_path, args)
     result["layouts"] = layout_costs(model_path, args)
+    result["matmul_bound"] = matmul_bound(model_path, args)
     result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
                           "lr": args.lr, "model": args.model, "trl": _version("trl"),
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "

@@ -87,6 +87,28 @@ def after_pass(state: dict, epochs: int) -> tuple[dict, bool]:
     return state | {"epoch": epoch, "stream_done": True, "replay_pos": 0}, epoch >= epochs
 
 
+TAKE_GRACE_S = 120.0  # beyond the take's own wait: a busy buffer on 2 shared cores answers well within it
+
+
+def bounded_take(buffer, consumer: str, n: int, timeout_s: float, step: int, grace_s: float = TAKE_GRACE_S) -> dict:
+    """buffer.take with a bound on its reply. A demo learner once waited forever on a take after
+    its last ack, the buffer idle. A take that does not answer is given up: `rewind` puts any
+    lease it may have granted back in the queue (exactly-once holds: nothing after `step` was
+    acked), and the take is asked again. A second silence fails the worker, so that Ray Train
+    restarts it from its checkpoint instead of the stage hanging."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    for _ in range(2):
+        ref = buffer.take.remote(consumer, n, timeout_s)
+        try:
+            return ray.get(ref, timeout=timeout_s + grace_s)
+        except GetTimeoutError:
+            ray.cancel(ref)
+            ray.get(buffer.rewind.remote(consumer, step), timeout=grace_s)
+    raise RuntimeError(f"{consumer}: the buffer did not answer two takes within {timeout_s + grace_s:.0f} s each")
+
+
 def loss_normalizer(n_global: float, world: int) -> float:
     """Divide each rank's summed loss by this: DeepSpeed averages gradients over ranks, so
     the result is the mean over every item of every rank, whatever each rank held."""
@@ -249,7 +271,7 @@ class LearnerWorker:
 
         job, state = self.job, self.state
         if not state["stream_done"]:
-            got = ray.get(job.buffer.take.remote(self.consumer, job.micro_batch_size, job.take_timeout_s))
+            got = bounded_take(job.buffer, self.consumer, job.micro_batch_size, job.take_timeout_s, state["micro"])
             keys = [k for k, _ in got["items"]]
             items = ray.get([r for _, r in got["items"]]) if keys else []
             return items, (got["lease"], keys) if keys else None, got["done"]

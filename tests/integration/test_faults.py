@@ -277,3 +277,45 @@ def test_node_removed_actors_rescheduled(tmp_path, fault_log):
     finally:
         ray.shutdown()
         c.shutdown()
+
+
+@ray.remote
+class SilentTakes:
+    """A buffer whose first `silent` takes never answer: the hang a demo learner met once, which a
+    real Buffer cannot be made to repeat on demand. Real Ray actor calls; it records rewinds."""
+
+    def __init__(self, silent: int):
+        import asyncio
+
+        self.silent, self.rewinds, self.never = silent, [], asyncio.Event()
+
+    async def take(self, consumer: str, n: int, timeout_s: float) -> dict:
+        if self.silent > 0:
+            self.silent -= 1
+            await self.never.wait()
+        return {"lease": 7, "items": [], "done": True}
+
+    async def rewind(self, consumer: str, step: int) -> int:
+        self.rewinds.append((consumer, step))
+        return 0
+
+    def seen(self) -> list:
+        return self.rewinds
+
+
+def test_a_take_that_never_answers_is_rewound_and_asked_again(ray_local):
+    from learners.trainer import bounded_take
+
+    buf = SilentTakes.remote(1)
+    got = bounded_take(buf, "dpo/rank0", 8, 0.1, step=3, grace_s=1.0)
+    assert got["lease"] == 7 and got["done"]
+    assert ray.get(buf.seen.remote()) == [("dpo/rank0", 3)]  # leases after step 3 back in the queue
+
+
+def test_two_silent_takes_fail_the_worker_instead_of_hanging(ray_local):
+    from learners.trainer import bounded_take
+
+    buf = SilentTakes.remote(2)
+    with pytest.raises(RuntimeError, match="dpo/rank0: the buffer did not answer two takes"):
+        bounded_take(buf, "dpo/rank0", 8, 0.1, step=0, grace_s=1.0)
+    assert ray.get(buf.seen.remote()) == [("dpo/rank0", 0), ("dpo/rank0", 0)]

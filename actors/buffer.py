@@ -243,21 +243,36 @@ class Buffer:
 
     async def take(self, consumer: str, max_items: int, timeout_s: float = 600.0) -> dict:
         """A disjoint batch for this consumer. `done` is true once nothing more can come."""
-        async with self._cond:
-            try:
-                await asyncio.wait_for(self._cond.wait_for(lambda: self._pending or self._closed), timeout_s)
-            except asyncio.TimeoutError:
-                return {"lease": None, "items": [], "done": False}
-            keys = list(itertools.islice(self._pending.keys(), max_items))
-            for k in keys:
-                self._pending.pop(k)
-            lease = next(self._lease_ids) if keys else None
-            if keys:
-                self._leases[lease] = (consumer, keys)
-                self._stats.delivered += len(keys)
-            self._cond.notify_all()
-            return {"lease": lease, "items": [(k, self._refs[k]) for k in keys],
-                    "done": self._closed and not self._pending and not keys}
+        # One deadline over taking the lock and waiting, in this task: asyncio.wait_for (3.11) would
+        # run the wait as a task of its own, which, cancelled at the wrong moment, can end up
+        # holding the lock after this call has gone, and every later call then waits forever.
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._cond.acquire()
+                try:
+                    await self._cond.wait_for(lambda: self._pending or self._closed)
+                except BaseException:
+                    self._cond.release()
+                    raise
+        except TimeoutError:
+            return {"lease": None, "items": [], "done": False}
+        try:
+            return self._lease(consumer, max_items)
+        finally:
+            self._cond.release()
+
+    def _lease(self, consumer: str, max_items: int) -> dict:
+        """Under the lock: up to max_items pending keys, leased to `consumer`."""
+        keys = list(itertools.islice(self._pending.keys(), max_items))
+        for k in keys:
+            self._pending.pop(k)
+        lease = next(self._lease_ids) if keys else None
+        if keys:
+            self._leases[lease] = (consumer, keys)
+            self._stats.delivered += len(keys)
+        self._cond.notify_all()
+        return {"lease": lease, "items": [(k, self._refs[k]) for k in keys],
+                "done": self._closed and not self._pending and not keys}
 
     async def ack(self, consumer: str, lease: int | None, keys: list[str], step: int) -> None:
         """Mark keys consumed at a training step. Keys, not just the lease, are named so

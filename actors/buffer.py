@@ -87,7 +87,9 @@ class Buffer:
         self._reserved = 0  # accepted by put, not yet deliverable (being emitted)
         self._stats = BufferStats()
         self._t0 = time.monotonic()
+        self._closed_marker = d / "closed"
         self._recover(d)
+        self._closed = self._recover_closed(ray.get_runtime_context().was_current_actor_reconstructed)
 
     # ------------------------------------------------------------------ recovery
 
@@ -122,6 +124,15 @@ class Buffer:
                 self._refs[g.key] = self._pending[g.key] = ray.put(g)
         self._acked = acked
         self._stats.acked = len(acked)
+
+    def _recover_closed(self, reconstructed: bool) -> bool:
+        """A buffer Ray restarts (killed for memory, say) after its producer closed it is closed
+        still: nobody will close it again, and consumers would wait for more forever. A new
+        buffer for a resumed stage starts open; its stage closes it when its rollout ends."""
+        if reconstructed:
+            return self._closed_marker.exists()
+        self._closed_marker.unlink(missing_ok=True)
+        return False
 
     # ------------------------------------------------------------------ producers
 
@@ -237,6 +248,7 @@ class Buffer:
         finally:  # even when a write failed: consumers drain what exists and stop
             async with self._cond:
                 self._closed = True
+                self._closed_marker.touch()
                 self._cond.notify_all()
 
     # ------------------------------------------------------------------ consumers

@@ -118,6 +118,18 @@ def test_buffer_killed_mid_stage_rebuilds_from_lineage(synthetic_pools, tmp_path
     check_exactly_once(problems, tmp_path, keys, fault_log, "buffer actor killed", rep)
 
 
+def test_a_buffer_killed_after_close_comes_back_closed_and_a_new_one_starts_open(ray_local, tmp_path):
+    """The demo's DPO learner once waited forever: Ray restarted its buffer (killed for memory)
+    after the rollout had closed it, and the restarted buffer forgot that it was closed."""
+    buf = Buffer.remote(str(tmp_path), capacity=8)
+    ray.get(buf.close.remote())
+    ray.kill(buf, no_restart=False)
+    got = ray.get(buf.take.remote("c", 4, 30.0), timeout=60)  # without the marker: empty, not done, forever
+    assert got["done"] and got["items"] == []
+    fresh = Buffer.remote(str(tmp_path), capacity=8)  # a resumed stage's buffer, same directory
+    assert ray.get(fresh.take.remote("c", 4, 0.2)) == {"lease": None, "items": [], "done": False}
+
+
 def test_load_ten_times_capacity_keeps_memory_flat(synthetic_pools, tmp_path, fault_log):
     samplers, critics = synthetic_pools
     fast_s = ActorPool(SyntheticSampler, 2, (0.0, 256, 4000), num_cpus=0.25)
@@ -307,7 +319,7 @@ def test_a_take_that_never_answers_is_rewound_and_asked_again(ray_local):
     from learners.trainer import bounded_take
 
     buf = SilentTakes.remote(1)
-    got = bounded_take(buf, "dpo/rank0", 8, 0.1, step=3, grace_s=1.0)
+    got = bounded_take(buf, "dpo/rank0", 8, 0.1, step=3, grace_s=5.0)  # room for a loaded machine
     assert got["lease"] == 7 and got["done"]
     assert ray.get(buf.seen.remote()) == [("dpo/rank0", 3)]  # leases after step 3 back in the queue
 
@@ -317,5 +329,5 @@ def test_two_silent_takes_fail_the_worker_instead_of_hanging(ray_local):
 
     buf = SilentTakes.remote(2)
     with pytest.raises(RuntimeError, match="dpo/rank0: the buffer did not answer two takes"):
-        bounded_take(buf, "dpo/rank0", 8, 0.1, step=0, grace_s=1.0)
+        bounded_take(buf, "dpo/rank0", 8, 0.1, step=0, grace_s=5.0)
     assert ray.get(buf.seen.remote()) == [("dpo/rank0", 0), ("dpo/rank0", 0)]

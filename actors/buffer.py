@@ -57,6 +57,16 @@ class BufferStats:
     extra: dict = field(default_factory=dict)
 
 
+def _reconstructed() -> bool:
+    """Whether Ray is restarting the actor this runs in (False outside an actor, as in unit tests)."""
+    if not ray.is_initialized():
+        return False
+    try:
+        return ray.get_runtime_context().was_current_actor_reconstructed
+    except AssertionError:  # Ray's answer outside a worker process
+        return False
+
+
 # Producers wait inside `put` while the buffer is full, each holding a concurrency slot;
 # consumers (take/ack) share the same pool of slots. Slots in an asyncio actor are only
 # coroutines, so the pool is sized far above any bounded producer count (the streaming
@@ -89,7 +99,7 @@ class Buffer:
         self._t0 = time.monotonic()
         self._closed_marker = d / "closed"
         self._recover(d)
-        self._closed = self._recover_closed(ray.get_runtime_context().was_current_actor_reconstructed)
+        self._closed = self._recover_closed(_reconstructed())
 
     # ------------------------------------------------------------------ recovery
 

@@ -105,6 +105,11 @@ def md_header(res: dict) -> list[str]:
     if res.get("minutes"):
         per = ", ".join(f"{s} {m:.1f}" for s, m in (res.get("stage_minutes") or {}).items())
         lines += [f"Wall time: {res['minutes']:.1f} minutes ({per})", ""]
+        resumed = {s: n for s, n in (res.get("stage_attempts") or {}).items() if (n or 1) > 1}
+        if resumed:
+            lines += ["Resumed: " + ", ".join(f"{s} ({n} attempts)" for s, n in resumed.items()) + ". The wall time is "
+                      "the last driver run's; a resumed stage's minutes run from its first start, so they include "
+                      "the time it lay dead.", ""]
     return lines
 
 

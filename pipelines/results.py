@@ -140,7 +140,8 @@ def build(run: RunDir, provenance_now: dict | None = None) -> dict:
            "cut_off_unanswered": ev.get("cut_off_unanswered"),
            "by_category": ev.get("by_category"), "critic_accuracy": crit.get("critic_accuracy"),
            "critic_on_eval": ev.get("critic_on_eval"), "minutes": round(run.manifest.get("last_run_minutes", 0), 2),
-           "stage_minutes": stage_minutes(st), **{k: prov.get(k) for k in
+           "stage_minutes": stage_minutes(st), "stage_attempts": {s: e.get("attempts") for s, e in st.items()},
+           **{k: prov.get(k) for k in
                                                   ("command", "config", "machine", "commit", "config_sha256")},
            "critic": crit, "rft": metrics["rft"], "dpo": metrics["dpo"]}
     for source in (crit, ev):  # the critic's and the eval's own fields, whatever they are

@@ -238,3 +238,11 @@ def test_a_baseline_that_is_not_a_published_results_file_is_refused(run_dir, tmp
     assert main([str(run_dir.root), "--baseline", str(tmp_path / "base.json")]) == 2
     err = capsys.readouterr().err
     assert "base.json" in err and why in err
+
+
+def test_a_resumed_stage_is_named_in_the_report(run_dir):
+    run_dir.manifest["stages"]["dpo"]["attempts"] = 2
+    run_dir._save()
+    assert main([str(run_dir.root)]) == 0
+    report = (run_dir.root / "report.md").read_text()
+    assert "Resumed: dpo (2 attempts)" in report and "rft (" not in report.split("Resumed:")[1].split("\n")[0]

@@ -314,20 +314,28 @@ def profile_plain(model, opt, batch, path: str) -> dict:
     return t
 
 
+def one_pass_batch(items: list, model_path: str, args) -> dict:
+    """SFT items as one row per sequence: the layout the plain-torch phases below take apart."""
+    from learners.batching import collate, encode, pad_id
+
+    tok = _tok(model_path)
+    return collate([encode(tok, it.messages, it.response, args.max_len) for it in items], pad_id(tok))
+
+
 def profile(rows: list[dict], model_path: str, args) -> dict:
-    """Demo critic shape: per-phase seconds (plain torch, old and new log-prob code), and the
-    whole step under DeepSpeed ZeRO-2 and ZeRO-0; overhead = DeepSpeed step - plain step."""
+    """Demo critic shape, one row per sequence: per-phase seconds (plain torch, old and new log-prob
+    code), and the whole step under DeepSpeed ZeRO-2 and ZeRO-0; overhead = DeepSpeed step - plain step."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from learners.trainer import LearnerWorker, loss_units, prepare_batch
+    from learners.trainer import LearnerWorker, loss_units
 
     items = _records("sft", rows[:args.micro_batch])
     out = {}
     for path in ("old", "new"):
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
-        batch = prepare_batch(_tok(model_path), items, _job("sft", model_path, args, args.lr))
+        batch = one_pass_batch(items, model_path, args)
         runs = [profile_plain(model, opt, batch, path) for _ in range(args.profile_steps + 1)][1:]
         out[f"plain_{path}"] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
         out[f"plain_{path}"]["step"] = sum(out[f"plain_{path}"].values())
@@ -338,7 +346,7 @@ def profile(rows: list[dict], model_path: str, args) -> dict:
         w = LearnerWorker(_job("sft", model_path, args, args.lr, stage), 0, 1)
         if allreduce is not None:
             w.engine.enable_backward_allreduce = allreduce
-        batch = prepare_batch(w.tok, items, w.job)
+        batch = one_pass_batch(items, model_path, args)
         times = []
         for _ in range(args.profile_steps + 1):
             t0 = _now()
@@ -378,14 +386,13 @@ def matmul_bound(model_path: str, args) -> dict:
     from torch.profiler import ProfilerActivity, profile as torch_profile
     from transformers import AutoModelForCausalLM
 
-    from learners.trainer import prepare_batch
 
     out = {"gemm_peak_gflops": gemm_peak_gflops()}
     for shape in args.shapes.split(","):
         items = _records("sft", build_data(args.items, shape)[:args.micro_batch])
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
-        batch = prepare_batch(_tok(model_path), items, _job("sft", model_path, args, args.lr))
+        batch = one_pass_batch(items, model_path, args)
         profile_plain(model, opt, batch, "new")  # warm-up
         with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             t0 = _now()

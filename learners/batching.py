@@ -123,8 +123,9 @@ def collate_shared(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> d
 
 
 # Per token cell the shared layout costs more than the one-pass one (two more model calls,
-# key/value copies, smaller matrix products): 1.18-1.27x for SmolLM2-135M in fp32 on a 2-core
-# AMD EPYC ("layouts" in bench/results/learner.json). Shared wins when it saves more than that.
+# key/value copies, smaller matrix products): 1.11-1.49x for SmolLM2-135M in fp32 on a 2-core
+# AMD EPYC ("layouts" in bench/results/learner.json, where it was faster on all four shapes).
+# Shared wins when it saves more than that.
 SHARED_CELL_COST = 1.25
 
 

@@ -118,8 +118,8 @@ def _check_recheck(eval_dir: Path, stage: str, summary: dict) -> None:
     cut-off is classified once: by the budget, a loop, or a runaway."""
     first = [json.loads(x)["sample"] for x in (eval_dir / stage / "lineage.jsonl").read_text().splitlines()]
     cut = {s["problem"]["id"] for s in first if s["finish_reason"] == "length"}
-    again_path = eval_dir / f"{stage}-recheck" / "lineage.jsonl"
-    again = [json.loads(x)["sample"] for x in again_path.read_text().splitlines()] if again_path.exists() else []
+    again_path = eval_dir / f"{stage}-recheck" / "deliverables.jsonl"  # the lineage keeps no token ids
+    again = [json.loads(x)["item"]["sample"] for x in again_path.read_text().splitlines()] if again_path.exists() else []
     assert sorted(s["problem"]["id"] for s in again) == sorted(cut)
     budget = summary["eval_max_new_tokens"]
     assert summary["recheck_max_new_tokens"] == 2 * budget

@@ -126,6 +126,7 @@ def test_ray_job_submit_runs_the_pipeline_across_nodes(cluster, warm_tiny_model,
     address, env = cluster
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(run_dir, warm_tiny_model) + [
+        "eval.recheck_cut_offs=false",  # test_pipeline checks the recheck; here it would only double the eval
         "resources.ray_address=auto", "run.stages=[rft]", "eval.mathusereval_path=''",
         "resources.samplers.num_actors=2", "resources.samplers.custom_resources={sampler_node: 1}",
         "resources.critics.custom_resources={critic_node: 1}", "resources.learner_resources={learner_node: 1}",

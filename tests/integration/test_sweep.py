@@ -42,7 +42,9 @@ def test_sweep_shares_pairs_reports_failures_and_resumes(warm_tiny_model, tmp_pa
     run_dir = tmp_path / "run"
     sweep = run_dir / "sweep"
     # the critic stage is left out (the rule grades): the sweep's own parts are what is tested
-    over = tiny_overrides(run_dir, warm_tiny_model) + ["run.stages=[rft]", f"eval.problems={EVAL}"]
+    # the eval's cut-off recheck is test_pipeline's to check; here it would only double the eval
+    over = tiny_overrides(run_dir, warm_tiny_model) + ["run.stages=[rft]", f"eval.problems={EVAL}",
+                                                       "eval.recheck_cut_offs=false"]
     finished = RunDir(run_dir)
     finished.mark_started("rft")
     finished.mark_done("rft", warm_tiny_model, {"train_steps": 0})

@@ -34,14 +34,9 @@ def collate(encoded: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     response span); position_ids count real tokens only, so a row's values are the same as
     unpadded.
     """
-    width = max(len(ids) for ids, _ in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
-    attn = torch.zeros((len(encoded), width), dtype=torch.long)
-    for i, (x, y) in enumerate(encoded):
-        ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-        labels[i, width - len(y):] = torch.tensor(y, dtype=torch.long)
-        attn[i, width - len(x):] = 1
+    ids, attn = _left_padded([x for x, _ in encoded], pad_id)
+    labels, _ = _left_padded([y for _, y in encoded], IGNORE)  # encode() gives ids and labels one length
+    width = ids.shape[1]
     cols = (labels != IGNORE).any(0).nonzero()
     keep = width - int(cols[0]) if len(cols) else 1
     return {"input_ids": ids, "labels": labels, "attention_mask": attn,

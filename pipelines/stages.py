@@ -188,7 +188,8 @@ def run_critic_stage(rt: Runtime, sample_from: tuple[str, str] | None = None, in
     held = [g for g in read_lineage(buffer_dir / "lineage.jsonl") if g.sample.problem.id in heldout]
     acc = critic_accuracy(rt, held, (ckpt, weights_version(rt, "critic")), d / "heldout_probe.jsonl")
     metrics = {**acc, "critic_train_examples": rep["buffer"]["acked"], "critic_steps": rep["learner"]["micro"],
-               **learner_throughput(rep["learner"]), "critic_init_model": init_model, "critique_samples_from": (sample_from or (rt.model_path, "base"))[0],
+               **learner_throughput(rep["learner"]), "critic_init_model": init_model,
+               "critique_samples_from": (sample_from or (rt.model_path, "base"))[0],
                "earlier_round_critiques": len(earlier)}
     rt.tracker.log({f"critic/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
     return ckpt, metrics

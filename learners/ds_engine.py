@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,11 +46,23 @@ def init_engine(model: torch.nn.Module, config: dict, lr: float, warmup_steps: i
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                             weight_decay=weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
+    prefer_own_ninja()
     with stale_build_lock_sweeper():  # deepspeed.initialize JIT-loads its CPU shared-memory comm op
         engine, opt, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config,
                                                      dist_init_required=False)
     skip_lone_allreduce(engine)
     return engine
+
+
+def prefer_own_ninja(environ=os.environ) -> None:
+    """Put this interpreter's bin directory first on PATH, so torch's JIT loader runs the ninja
+    installed with it. ninja 1.11 and 1.13 hash build commands differently: a machine with a
+    system ninja, and processes that disagree on which one PATH finds first, rebuild the shared
+    op (about 40 s on 2 cores) at every learner start, each finding the other's log stale."""
+    own = str(Path(sys.executable).parent)
+    parts = environ.get("PATH", "").split(os.pathsep)
+    if parts[0] != own:
+        environ["PATH"] = os.pathsep.join([own] + [p for p in parts if p and p != own])
 
 
 # A JIT build of one op takes about a minute on 2 cores; a lock this old has lost its builder.

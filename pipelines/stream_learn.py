@@ -133,32 +133,45 @@ def stream_and_learn(rt: Runtime, stage: str, problems: list[Problem], spec, job
 
 
 def _monitor(rt: Runtime, stage: str, job: LearnJob, buffer, stop: threading.Event) -> None:
-    """Tail the learner's metrics and the buffer's stats into W&B and a progress bar."""
+    """Tail the learner's metrics and the buffer's stats into W&B and a progress bar.
+
+    One last read after the stop: a short learner writes its final rows between two polls."""
     seen = 0
     bar = tqdm(desc=f"{stage}: train steps", unit="step", leave=False)
     last_stats = 0.0
     while not stop.is_set():
-        try:
-            lines = job.metrics_path.read_text().splitlines() if job.metrics_path.exists() else []
-        except OSError:
-            lines = []
-        for line in lines[seen:]:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            seen += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{row.get('loss', 0):.3f}")
-            rt.tracker.log({f"{stage}/train/{k}": v for k, v in row.items() if k != "stage"})
+        seen = _log_new_rows(rt, stage, job, seen, bar)
         if time.monotonic() - last_stats > 5:
             last_stats = time.monotonic()
-            try:
-                st = ray.get(buffer.stats.remote(), timeout=5)
-                rt.tracker.log({f"{stage}/buffer/{k}": st[k] for k in
-                                ("depth", "leased", "received", "acked", "kept", "rejected", "in_rate", "out_rate",
-                                 "accept_rate")})
-            except Exception:
-                pass
+            _log_buffer_stats(rt, stage, buffer)
         stop.wait(1.0)
+    _log_new_rows(rt, stage, job, seen, bar)
     bar.close()
+
+
+def _log_new_rows(rt: Runtime, stage: str, job: LearnJob, seen: int, bar) -> int:
+    """Log the learner's metric rows after the first `seen`; returns how many are logged now."""
+    try:
+        lines = job.metrics_path.read_text().splitlines() if job.metrics_path.exists() else []
+    except OSError:
+        lines = []
+    for line in lines[seen:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row still being written: read it next time
+            break
+        seen += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{row.get('loss', 0):.3f}")
+        rt.tracker.log({f"{stage}/train/{k}": v for k, v in row.items() if k != "stage"})
+    return seen
+
+
+def _log_buffer_stats(rt: Runtime, stage: str, buffer) -> None:
+    try:
+        st = ray.get(buffer.stats.remote(), timeout=5)
+    except Exception:  # a restarting buffer answers late; the next poll logs it
+        return
+    rt.tracker.log({f"{stage}/buffer/{k}": st[k] for k in
+                    ("depth", "leased", "received", "acked", "kept", "rejected", "in_rate", "out_rate",
+                     "accept_rate")})

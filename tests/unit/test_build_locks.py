@@ -40,3 +40,17 @@ def test_the_sweeper_releases_a_loader_already_waiting_on_a_dead_builders_lock(t
     with stale_build_lock_sweeper(every_s=0.05):
         waiter.join(timeout=10)
     assert not waiter.is_alive() and not lock.exists()
+
+
+def test_the_interpreters_own_ninja_comes_first_on_path():
+    import sys
+    from pathlib import Path
+
+    from learners.ds_engine import prefer_own_ninja
+
+    own = str(Path(sys.executable).parent)
+    env = {"PATH": f"/usr/bin:{own}:/bin"}
+    prefer_own_ninja(env)
+    assert env["PATH"] == f"{own}:/usr/bin:/bin"
+    prefer_own_ninja(env)  # idempotent
+    assert env["PATH"] == f"{own}:/usr/bin:/bin"

@@ -23,7 +23,7 @@ def commit() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def slowest(log: str, n: int = 12) -> list[dict]:
+def slowest(log: str, n: int = 15) -> list[dict]:
     """pytest's --durations lines ("12.34s call  tests/...::name"), slowest first."""
     rows = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
             for m in re.finditer(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)", log, re.M)]
@@ -43,6 +43,9 @@ def main() -> int:
     finally:
         shutil.rmtree(clone, ignore_errors=True)
     log = res.stdout + res.stderr
+    kept = Path(tempfile.mkstemp(prefix="ci-time-", suffix=".log")[1])
+    kept.write_text(log)
+    print(f"the suite's whole output: {kept}", file=sys.stderr)
     summary = [x for x in log.splitlines() if re.search(r"\d+ (passed|failed)", x)]
     failures = [x for x in res.stdout.splitlines() if x.startswith(("FAILED ", "ERROR "))]
     write_result("ci_time", {

@@ -93,7 +93,7 @@ def run_ours(kind: str, rows: list[dict], model_path: str, args, zero_stage: int
     import contextlib
 
     from learners.ref_scorer import ReferenceScorer
-    from learners.trainer import LearnerWorker, loss_units, prepare_batch
+    from learners.trainer import LearnerWorker, loss_units
 
     items = _records(kind, rows)
     ref_s = score_s = 0.0
@@ -108,7 +108,7 @@ def run_ours(kind: str, rows: list[dict], model_path: str, args, zero_stage: int
     t0 = time.perf_counter()
     with around_train or contextlib.nullcontext():
         for i in range(0, len(items), args.micro_batch):
-            batch = prepare_batch(w.tok, items[i:i + args.micro_batch], w.job)
+            batch = w.batch(items[i:i + args.micro_batch])
             w.step(batch, loss_units(batch, w.job))
     train_s = time.perf_counter() - t0
     del w

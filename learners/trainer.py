@@ -128,17 +128,20 @@ def _allreduce(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def prepare_batch(tok, items: list, job: LearnJob) -> dict:
-    """Collated CPU tensors; DPO rows are [chosen..., rejected...] with cached reference log-probs."""
+def prepare_batch(tok, items: list, job: LearnJob, shared_layout: bool = True) -> dict:
+    """Collated CPU tensors; DPO rows are [chosen..., rejected...] with cached reference log-probs.
+
+    shared_layout=False keeps one row per sequence (see LearnerWorker: ranks must run alike)."""
     import torch
 
-    from learners.batching import collate_best, encode, pad_id
+    from learners.batching import collate, collate_best, encode, pad_id
 
+    col = collate_best if shared_layout else collate
     if job.kind == "sft":
-        return collate_best([encode(tok, it.messages, it.response, job.max_len) for it in items], pad_id(tok))
+        return col([encode(tok, it.messages, it.response, job.max_len) for it in items], pad_id(tok))
     enc = [encode(tok, p.messages, p.chosen, job.max_len) for p in items] + \
           [encode(tok, p.messages, p.rejected, job.max_len) for p in items]
-    batch = collate_best(enc, pad_id(tok))
+    batch = col(enc, pad_id(tok))
     cached = [p.ref_chosen_logp for p in items] + [p.ref_rejected_logp for p in items]
     batch["ref_logps"] = torch.tensor(cached, dtype=torch.float32) if None not in cached else None
     return batch
@@ -189,6 +192,19 @@ def dpo_step_loss(engine, batch: dict, job: LearnJob, normalizer: float, ref_mod
     return out["loss"], {k: float(v.detach()) for k, v in out.items()} | extra
 
 
+def same_graph_not_needed(world: int) -> bool:
+    """Whether a rank may pick its batch layout alone: only when it is the only rank.
+
+    ZeRO reduces gradients in buckets filled in the order autograd finishes each weight's
+    gradient, and assumes every rank fills them alike. The shared-prefix layout makes up to
+    three model calls and the one-row layout (and a placeholder) one, so two ranks on different
+    layouts order some same-sized weights differently (a layer's k_proj and v_proj) and the
+    all-reduce adds one weight's gradient to another's: seen as a 2-rank run whose layer-1 keys
+    moved 85% differently from a 1-rank run on the same batches, when the rank owning them held
+    the placeholder. One row per sequence gives every rank the same graph."""
+    return world == 1
+
+
 def _placeholder(job):
     from core.records import Pair, Problem, SFTExample
 
@@ -231,7 +247,8 @@ class LearnerWorker:
                 job.model_path, dtype=torch.bfloat16 if bf16 else torch.float32).eval().to(self.engine.device)
             self.ref_model.requires_grad_(False)
         self.step_loss = sft_step_loss if job.kind == "sft" else dpo_step_loss
-        self.placeholder = prepare_batch(self.tok, _placeholder(job), job)
+        self.shared_layout = same_graph_not_needed(world)
+        self.placeholder = self.batch(_placeholder(job))
         self.consumer = f"{job.name}/rank{rank}"
         self.state = {"micro": 0, "epoch": 0, "replay_pos": 0, "stream_done": False, "tokens": 0}
         self.replay: list = []
@@ -264,6 +281,9 @@ class LearnerWorker:
         if not self.job.overlap_rollout:
             while not ray.get(self.job.buffer.stats.remote())["closed"]:
                 time.sleep(1.0)
+
+    def batch(self, items: list) -> dict:
+        return prepare_batch(self.tok, items, self.job, self.shared_layout)
 
     def next_items(self) -> tuple[list, tuple | None, bool]:
         """(items, (lease, keys) to ack, phase finished on this rank)."""
@@ -338,7 +358,7 @@ class LearnerWorker:
         job = self.job
         while job.max_steps is None or self.state["micro"] < job.max_steps:
             items, lease, finished = self.next_items()
-            batch = prepare_batch(self.tok, items, job) if items else None
+            batch = self.batch(items) if items else None
             units = loss_units(batch, job) if batch else 0
             n_global, n_unfinished = _allreduce([units, 0.0 if finished else 1.0], self.engine.device)
             action = pass_action(n_global, n_unfinished)

@@ -136,35 +136,40 @@ def _monitor(rt: Runtime, stage: str, job: LearnJob, buffer, stop: threading.Eve
     """Tail the learner's metrics and the buffer's stats into W&B and a progress bar.
 
     One last read after the stop: a short learner writes its final rows between two polls."""
-    seen = 0
+    pos = 0
     bar = tqdm(desc=f"{stage}: train steps", unit="step", leave=False)
     last_stats = 0.0
     while not stop.is_set():
-        seen = _log_new_rows(rt, stage, job, seen, bar)
+        pos = _log_new_rows(rt, stage, job, pos, bar)
         if time.monotonic() - last_stats > 5:
             last_stats = time.monotonic()
             _log_buffer_stats(rt, stage, buffer)
         stop.wait(1.0)
-    _log_new_rows(rt, stage, job, seen, bar)
+    _log_new_rows(rt, stage, job, pos, bar)
     bar.close()
 
 
-def _log_new_rows(rt: Runtime, stage: str, job: LearnJob, seen: int, bar) -> int:
-    """Log the learner's metric rows after the first `seen`; returns how many are logged now."""
+def _log_new_rows(rt: Runtime, stage: str, job: LearnJob, pos: int, bar) -> int:
+    """Log the learner's metric rows written since byte `pos`; returns where the next read starts.
+    Only whole lines are taken: a row still being written is read next time."""
     try:
-        lines = job.metrics_path.read_text().splitlines() if job.metrics_path.exists() else []
-    except OSError:
-        lines = []
-    for line in lines[seen:]:
+        with open(job.metrics_path, "rb") as fh:
+            fh.seek(pos)
+            new = fh.read()
+    except OSError:  # not written yet
+        return pos
+    for line in new.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:  # a row still being written: read it next time
+        except json.JSONDecodeError:
             break
-        seen += 1
+        pos += len(line)
         bar.update(1)
         bar.set_postfix(loss=f"{row.get('loss', 0):.3f}")
         rt.tracker.log({f"{stage}/train/{k}": v for k, v in row.items() if k != "stage"})
-    return seen
+    return pos
 
 
 def _log_buffer_stats(rt: Runtime, stage: str, buffer) -> None:

@@ -37,9 +37,10 @@ def ray_local():
         env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
                                           "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM")}
         env["PYTHONPATH"] = str(ROOT)
-        from pipelines.runtime import start_local_ray
+        from pipelines.runtime import local_head_env, start_local_ray
 
-        start_local_ray(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
+        start_local_ray(address="local", num_cpus=4, include_dashboard=False,
+                        runtime_env={"env_vars": local_head_env(env)})
     yield ray
     ray.shutdown()
 

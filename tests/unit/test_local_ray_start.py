@@ -46,3 +46,10 @@ def test_any_other_error_is_not_retried(monkeypatch):
     with pytest.raises(ValueError, match="bad num_cpus"):
         runtime.start_local_ray(address="local", num_cpus=-1)
     assert [c for c, _ in calls] == ["init"]
+
+
+def test_a_local_head_turns_off_ray_trains_idle_helpers_unless_the_user_set_them():
+    environ = {"RAY_TRAIN_METRICS_ENABLED": "1", "OTHER": "x"}
+    env = runtime.local_head_env({"A": "1"}, environ)
+    assert env == {"A": "1", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "1"}
+    assert environ == {"RAY_TRAIN_METRICS_ENABLED": "1", "OTHER": "x", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}

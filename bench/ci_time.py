@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, write_result
+from common import ROOT, gemm_peak_gflops, machine, write_result
 
 
 def commit() -> str:
@@ -37,9 +37,11 @@ def main() -> int:
     head = commit()  # what the clone gets; HEAD here may move while the suite runs
     try:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        gemm_before = gemm_peak_gflops()
         t0 = time.time()
         res = subprocess.run([str(clone / ".ci" / "run")], cwd=clone, capture_output=True, text=True)
         wall = time.time() - t0
+        gemm_after = gemm_peak_gflops()
     finally:
         shutil.rmtree(clone, ignore_errors=True)
     log = res.stdout + res.stderr
@@ -52,7 +54,8 @@ def main() -> int:
         "what": "fresh clone of HEAD, then .ci/run (./dev test: set-up and the whole suite)",
         "commit": head, "machine": machine(), "wall_seconds": round(wall, 1), "minutes": round(wall / 60, 2),
         "returncode": res.returncode, "pytest_summary": summary[-1] if summary else None, "failures": failures,
-        "slowest": slowest(log), "pip_download_cache_warm": pip_cache.is_dir() and any(pip_cache.iterdir())})
+        "slowest": slowest(log), "pip_download_cache_warm": pip_cache.is_dir() and any(pip_cache.iterdir()),
+        "gemm_gflops_before_after": [round(gemm_before, 1), round(gemm_after, 1)]})
     if res.returncode:  # pytest's own report is on stdout; set-up's noise is on stderr
         print(res.stdout[-8000:] or res.stderr[-5000:], file=sys.stderr)
     return res.returncode

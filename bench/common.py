@@ -31,3 +31,20 @@ def write_result(name: str, result: dict) -> None:
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n")
     print(text)
+
+
+def gemm_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """fp32 GEMM rate of this CPU (torch's BLAS, all its threads): the ceiling a step's matrix
+    products meet, and a reading of how fast this session's machine is (one CPU model name
+    covers machines that differ by a third)."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9

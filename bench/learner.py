@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from common import ROOT, write_result
+from common import ROOT, gemm_peak_gflops, write_result
 
 MODEL = "embedded:smollm2-135m-instruct"
 
@@ -363,19 +363,6 @@ def profile(rows: list[dict], model_path: str, args) -> dict:
 
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
-
-
-def gemm_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    """fp32 GEMM rate of this CPU (torch's BLAS, all its threads): the ceiling a step's matrix products meet."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t0 = _now()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (_now() - t0) / 1e9
 
 
 def matmul_bound(model_path: str, args) -> dict:

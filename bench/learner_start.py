@@ -1,0 +1,105 @@
+"""What one learner start costs before any training: wall seconds and CPU seconds of the machine.
+
+    ./dev bench learner_start [--starts 3]      # writes bench/results/learner_start.json
+
+A learner start is a Ray Train run: its controller, helper actors and worker processes, each
+importing torch and Ray Train, then DeepSpeed and the model. The suite makes about twenty of
+them and the demo three, so on 2 cores their CPU is CI time. Two variants, each in a fresh
+driver with its own local Ray head: Ray Train's defaults, and the local head as
+`pipelines.runtime.local_head_env` sets it (no preemption watcher, no metrics). Each start
+trains one micro-batch of 8 short SFT examples on the tests' tiny model, one worker; the first
+start of each driver is dropped (the op and page caches). Machine CPU seconds come from
+/proc/stat, so nothing else may run meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, machine, write_result
+
+VARIANTS = ("ray_defaults", "local_head_env")
+
+
+def machine_cpu_seconds() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def one_driver(variant: str, starts: int) -> list[dict]:
+    """Runs in its own process: a local head, then `starts` learner runs."""
+    import ray
+
+    from actors.buffer import Buffer
+    from core.models import build_tiny_model
+    from core.records import SFTExample
+    from learners.trainer import LearnJob, run_learner
+    from pipelines.runtime import local_head_env, start_local_ray
+
+    model = str(build_tiny_model())
+    env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
+                                      "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")}
+    env["PYTHONPATH"] = str(ROOT)
+    if variant == "local_head_env":
+        env = local_head_env(env)
+    start_local_ray(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
+    rows = []
+    for i in range(starts):
+        d = Path(tempfile.mkdtemp(prefix="learner-start-"))
+        buf = Buffer.remote(str(d / "buf"), capacity=100)
+        items = [SFTExample(f"ex{k}", [{"role": "user", "content": f"What is {k} plus 1?"}], f"It is {k + 1}.")
+                 for k in range(8)]
+        ray.get(buf.put_items.remote([ray.put(x) for x in items]))
+        ray.get(buf.close.remote())
+        job = LearnJob(name="start", kind="sft", model_path=model, out_dir=str(d / "hf"), storage_dir=str(d / "state"),
+                       buffer=buf, lr=1e-3, micro_batch_size=8, checkpoint_every=1000, max_failures=0,
+                       warmup_steps=0, num_workers=1, cpus_per_worker=1, epochs=1)
+        c0, t0 = machine_cpu_seconds(), time.perf_counter()
+        summary = run_learner(job)
+        rows.append({"wall_s": time.perf_counter() - t0, "cpu_s": machine_cpu_seconds() - c0,
+                     "micro_steps": summary["micro"]})
+    ray.shutdown()
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    kept = rows[1:]
+    return {"starts_kept": len(kept), "wall_s_mean": statistics.mean(r["wall_s"] for r in kept),
+            "cpu_s_mean": statistics.mean(r["cpu_s"] for r in kept), "runs": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--starts", type=int, default=3, help="learner starts per variant (the first is dropped)")
+    ap.add_argument("--driver", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.driver:
+        print("ROWS " + json.dumps(one_driver(args.driver, args.starts)), flush=True)
+        return
+    result: dict = {"what": "one learner start (Ray Train run, 1 worker, 1 micro-batch, tiny model)"}
+    for variant in VARIANTS:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_TRAIN_")}
+        out = subprocess.run([sys.executable, __file__, "--driver", variant, "--starts", str(args.starts)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        rows = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROWS "))[5:])
+        result[variant] = summarise(rows)
+        print(variant, {k: v for k, v in result[variant].items() if k != "runs"}, flush=True)
+    base, trimmed = result["ray_defaults"], result["local_head_env"]
+    result["cpu_ratio_defaults_vs_local_head_env"] = base["cpu_s_mean"] / trimmed["cpu_s_mean"]
+    result["wall_ratio_defaults_vs_local_head_env"] = base["wall_s_mean"] / trimmed["wall_s_mean"]
+    result["machine"] = machine() | {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                              capture_output=True, text=True).stdout.strip()}
+    result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write_result("learner_start", result)
+
+
+if __name__ == "__main__":
+    main()

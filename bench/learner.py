@@ -322,6 +322,25 @@ def one_pass_batch(items: list, model_path: str, args) -> dict:
     return collate([encode(tok, it.messages, it.response, args.max_len) for it in items], pad_id(tok))
 
 
+def warm_up(model_path: str, args) -> float:
+    """Two untimed plain-torch SFT steps on each shape, before anything is timed. A process's
+    first steps also pay for thread-pool start, BLAS kernel selection and allocator growth; the
+    first trainer timed (ours, on the short shape) paid them alone: its reference scoring ran at
+    271 tokens/s there against 744 on the critic shape in the same run (the file as committed in
+    this change's parent)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    t0 = _now()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    for shape in args.shapes.split(","):
+        batch = one_pass_batch(_records("sft", build_data(args.micro_batch, shape)), model_path, args)
+        for _ in range(2):
+            profile_plain(model, opt, batch, "new")
+    return _now() - t0
+
+
 def profile(rows: list[dict], model_path: str, args) -> dict:
     """Demo critic shape, one row per sequence: per-phase seconds (plain torch, old and new log-prob
     code), and the whole step under DeepSpeed ZeRO-2 and ZeRO-0; overhead = DeepSpeed step - plain step."""
@@ -421,6 +440,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="short,critic")
     ap.add_argument("--model", default=MODEL, help="a checkpoint to try the script on; results name the default")
     ap.add_argument("--out", default="learner", help="results file name under bench/results")
+    ap.add_argument("--ratios-only", action="store_true",
+                    help="only ours against TRL per shape (skips the log-prob, profile, layout and matmul sections)")
     args = ap.parse_args()
     try:
         import trl  # noqa: F401
@@ -436,7 +457,7 @@ def main() -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
     model_path = resolve_model(args.model)
     bf16 = bf16_supported()
-    result: dict = {"dtype": "bf16" if bf16 else "fp32", "shapes": {}}
+    result: dict = {"dtype": "bf16" if bf16 else "fp32", "shapes": {}, "warm_up_seconds": warm_up(model_path, args)}
     for shape in args.shapes.split(","):
         rows = build_data(args.items, shape)
         res = {}
@@ -451,18 +472,23 @@ def main() -> None:
                 res["ref_scorer_tok_per_s"] = tokens / ours["ref_scoring_seconds"]
         result["shapes"][shape] = res
         print(shape, {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}, flush=True)
-    critic = build_data(args.items, "critic")
-    result["logprobs_old_vs_new"] = logprob_old_vs_new(critic[:2 * args.micro_batch], model_path, args)
-    result["profile_critic_sft"] = profile(critic, model_path, args)
-    result["layouts"] = layout_costs(model_path, args)
-    result["matmul_bound"] = matmul_bound(model_path, args)
+    if not args.ratios_only:
+        extra_sections(result, model_path, args)
     result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
-                          "lr": args.lr, "model": args.model, "trl": _version("trl"),
+                          "lr": args.lr, "model": args.model, "trl": _version("trl"), "ratios_only": args.ratios_only,
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "
                                           "bf16 only if native, loss sigmoid+sft (DPO+NLL), beta 0.5"}
     result["machine"] = machine_info() | {"commit": _commit()}
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_result(args.out, result)
+
+
+def extra_sections(result: dict, model_path: str, args) -> None:
+    critic = build_data(args.items, "critic")
+    result["logprobs_old_vs_new"] = logprob_old_vs_new(critic[:2 * args.micro_batch], model_path, args)
+    result["profile_critic_sft"] = profile(critic, model_path, args)
+    result["layouts"] = layout_costs(model_path, args)
+    result["matmul_bound"] = matmul_bound(model_path, args)
 
 
 def _version(dist_name: str) -> str | None:

@@ -440,6 +440,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="short,critic")
     ap.add_argument("--model", default=MODEL, help="a checkpoint to try the script on; results name the default")
     ap.add_argument("--out", default="learner", help="results file name under bench/results")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of ours and of TRL per shape and trainer (medians)")
     ap.add_argument("--ratios-only", action="store_true",
                     help="only ours against TRL per shape (skips the log-prob, profile, layout and matmul sections)")
     args = ap.parse_args()
@@ -462,25 +463,42 @@ def main() -> None:
         rows = build_data(args.items, shape)
         res = {}
         for kind in ("dpo", "sft"):
-            tokens = count_tokens(_tok(model_path), rows, args.max_len, kind)
-            ours, trl = run_ours(kind, rows, model_path, args), run_trl(kind, rows, model_path, args, bf16)
-            res[f"{kind}_tok_per_s"] = tokens / ours["seconds"]
-            res[f"trl_{kind}_tok_per_s"] = tokens / trl["seconds"]
-            res[f"ratio_{kind}_vs_trl"] = res[f"{kind}_tok_per_s"] / res[f"trl_{kind}_tok_per_s"]
-            res[f"{kind}_detail"] = {"tokens": tokens, "ours": ours, "trl": trl}
-            if kind == "dpo":  # the reference scorer alone (model loaded): forward passes over chosen and rejected
-                res["ref_scorer_tok_per_s"] = tokens / ours["ref_scoring_seconds"]
+            res |= compare(kind, rows, model_path, args, bf16)
         result["shapes"][shape] = res
         print(shape, {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}, flush=True)
     if not args.ratios_only:
         extra_sections(result, model_path, args)
     result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
                           "lr": args.lr, "model": args.model, "trl": _version("trl"), "ratios_only": args.ratios_only,
+                          "repeats": args.repeats,
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "
                                           "bf16 only if native, loss sigmoid+sft (DPO+NLL), beta 0.5"}
     result["machine"] = machine_info() | {"commit": _commit()}
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_result(args.out, result)
+
+
+def compare(kind: str, rows: list[dict], model_path: str, args, bf16: bool) -> dict:
+    """Ours and TRL `--repeats` times each, alternating which goes first, so a machine whose speed
+    wanders mid-run is seen by both; tokens/s and the ratio are medians over the repeats."""
+    import statistics
+
+    tokens = count_tokens(_tok(model_path), rows, args.max_len, kind)
+    runs = []
+    for r in range(args.repeats):
+        first, second = ("ours", "trl") if r % 2 == 0 else ("trl", "ours")
+        got = {}
+        for who in (first, second):
+            got[who] = run_ours(kind, rows, model_path, args) if who == "ours" else run_trl(kind, rows, model_path, args, bf16)
+        runs.append({"ours": got["ours"], "trl": got["trl"], "ratio": got["trl"]["seconds"] / got["ours"]["seconds"]})
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    out = {f"{kind}_tok_per_s": med(tokens / x["ours"]["seconds"] for x in runs),
+           f"trl_{kind}_tok_per_s": med(tokens / x["trl"]["seconds"] for x in runs),
+           f"ratio_{kind}_vs_trl": med(x["ratio"] for x in runs),
+           f"{kind}_detail": {"tokens": tokens, "ours": runs[0]["ours"], "trl": runs[0]["trl"], "repeats": runs}}
+    if kind == "dpo":  # the reference scorer alone (model loaded): forward passes over chosen and rejected
+        out["ref_scorer_tok_per_s"] = med(tokens / x["ours"]["ref_scoring_seconds"] for x in runs)
+    return out
 
 
 def extra_sections(result: dict, model_path: str, args) -> None:

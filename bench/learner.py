@@ -484,20 +484,20 @@ def compare(kind: str, rows: list[dict], model_path: str, args, bf16: bool) -> d
     import statistics
 
     tokens = count_tokens(_tok(model_path), rows, args.max_len, kind)
+    trainers = {"ours": lambda: run_ours(kind, rows, model_path, args),
+                "trl": lambda: run_trl(kind, rows, model_path, args, bf16)}
     runs = []
     for r in range(args.repeats):
-        first, second = ("ours", "trl") if r % 2 == 0 else ("trl", "ours")
-        got = {}
-        for who in (first, second):
-            got[who] = run_ours(kind, rows, model_path, args) if who == "ours" else run_trl(kind, rows, model_path, args, bf16)
+        order = ("ours", "trl") if r % 2 == 0 else ("trl", "ours")
+        got = {who: trainers[who]() for who in order}
         runs.append({"ours": got["ours"], "trl": got["trl"], "ratio": got["trl"]["seconds"] / got["ours"]["seconds"]})
-    med = lambda xs: statistics.median(xs)  # noqa: E731
-    out = {f"{kind}_tok_per_s": med(tokens / x["ours"]["seconds"] for x in runs),
-           f"trl_{kind}_tok_per_s": med(tokens / x["trl"]["seconds"] for x in runs),
-           f"ratio_{kind}_vs_trl": med(x["ratio"] for x in runs),
+    median = statistics.median
+    out = {f"{kind}_tok_per_s": median(tokens / x["ours"]["seconds"] for x in runs),
+           f"trl_{kind}_tok_per_s": median(tokens / x["trl"]["seconds"] for x in runs),
+           f"ratio_{kind}_vs_trl": median(x["ratio"] for x in runs),
            f"{kind}_detail": {"tokens": tokens, "ours": runs[0]["ours"], "trl": runs[0]["trl"], "repeats": runs}}
     if kind == "dpo":  # the reference scorer alone (model loaded): forward passes over chosen and rejected
-        out["ref_scorer_tok_per_s"] = med(tokens / x["ours"]["ref_scoring_seconds"] for x in runs)
+        out["ref_scorer_tok_per_s"] = median(tokens / x["ours"]["ref_scoring_seconds"] for x in runs)
     return out
 
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
@@ -47,68 +42,24 @@ def init_engine(model: torch.nn.Module, config: dict, lr: float, warmup_steps: i
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                             weight_decay=weight_decay, betas=(0.9, 0.95), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
-    prefer_own_ninja()
-    with stale_build_lock_sweeper():  # deepspeed.initialize JIT-loads its CPU shared-memory comm op
-        engine, opt, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config,
-                                                     dist_init_required=False)
+    skip_inference_shm_op()
+    engine, opt, _, sched = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config,
+                                                 dist_init_required=False)
     skip_lone_allreduce(engine)
     return engine
 
 
-def prefer_own_ninja(environ=os.environ) -> None:
-    """Put this interpreter's bin directory first on PATH, so torch's JIT loader runs the ninja
-    installed with it. ninja 1.11 and 1.13 hash build commands differently: a machine with a
-    system ninja, and processes that disagree on which one PATH finds first, rebuild the shared
-    op (about 40 s on 2 cores) at every learner start, each finding the other's log stale."""
-    own = str(Path(sys.executable).parent)
-    parts = environ.get("PATH", "").split(os.pathsep)
-    if parts[0] != own:
-        environ["PATH"] = os.pathsep.join([own] + [p for p in parts if p and p != own])
+def skip_inference_shm_op() -> None:
+    """Keep deepspeed.initialize from JIT-compiling its CPU shared-memory all-reduce op.
 
+    DeepSpeed's torch comm backend builds that op at every init, yet only inference_all_reduce
+    (tensor-parallel inference) calls it; training reduces through torch.distributed. The build
+    cost about 85 CPU-seconds on a fresh machine (once per clone: CI paid it) and a ninja check at
+    every learner start after, and a ninja whose hash differed from the builder's rebuilt it.
+    The op is built only where deepspeed.ops reports it compatible, so report it not."""
+    import deepspeed.ops
 
-# A JIT build of one op takes about a minute on 2 cores; a lock this old has lost its builder.
-STALE_BUILD_LOCK_S = 600.0
-
-
-def clear_stale_build_locks(max_age_s: float = STALE_BUILD_LOCK_S) -> list[Path]:
-    """torch's JIT extension loader holds `<build dir>/lock` while it checks or builds an op, and
-    every other loader waits for the file to go, with no timeout. A process killed meanwhile
-    leaves the file, and every later learner start hangs on it. Remove locks older than any build."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    removed = []
-    for lock in root.glob("*/lock"):
-        try:
-            if time.time() - lock.stat().st_mtime > max_age_s:
-                lock.unlink()
-                removed.append(lock)
-        except FileNotFoundError:
-            continue  # its builder finished meanwhile
-    for lock in removed:
-        logging.getLogger(__name__).warning("removed a stale JIT build lock (its builder died): %s", lock)
-    return removed
-
-
-@contextlib.contextmanager
-def stale_build_lock_sweeper(max_age_s: float = STALE_BUILD_LOCK_S, every_s: float = 15.0):
-    """clear_stale_build_locks now and every `every_s` while the block runs, so that a loader
-    already waiting on a dead builder's lock is released once the lock has aged."""
-    stop = threading.Event()
-
-    def sweep() -> None:
-        while True:
-            clear_stale_build_locks(max_age_s)
-            if stop.wait(every_s):
-                return
-
-    t = threading.Thread(target=sweep, name="stale-build-lock-sweeper", daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
+    deepspeed.ops.__compatible_ops__ = {**deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm": False}
 
 
 def skip_lone_allreduce(engine) -> None:

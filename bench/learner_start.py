@@ -4,9 +4,11 @@
 
 A learner start is a Ray Train run: its controller, helper actors and worker processes, each
 importing torch and Ray Train, then DeepSpeed and the model. The suite makes about twenty of
-them and the demo three, so on 2 cores their CPU is CI time. Two variants, each in a fresh
-driver with its own local Ray head: Ray Train's defaults, and the local head as
-`pipelines.runtime.local_head_env` sets it (no preemption watcher, no metrics). Each start
+them and the demo three, so on 2 cores their CPU is CI time. Three variants, each in a fresh
+driver with its own local Ray head: Ray Train's defaults with the environment passed as a
+runtime_env; the same with `pipelines.runtime.local_head_env`'s trims (no preemption watcher, no
+metrics); and the trimmed environment inherited from the driver (`start_local_head`, what the
+pipeline and the tests do), which starts workers without Ray's setup_worker.py. Each start
 trains one micro-batch of 8 short SFT examples on the tests' tiny model, one worker; the first
 start of each driver is dropped (the op and page caches). Machine CPU seconds come from
 /proc/stat, so nothing else may run meanwhile.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from common import ROOT, machine, write_result
 
-VARIANTS = ("ray_defaults", "local_head_env")
+VARIANTS = ("ray_defaults", "local_head_env", "inherited_env")
 
 
 def machine_cpu_seconds() -> float:
@@ -42,15 +44,17 @@ def one_driver(variant: str, starts: int) -> list[dict]:
     from core.models import build_tiny_model
     from core.records import SFTExample
     from learners.trainer import LearnJob, run_learner
-    from pipelines.runtime import local_head_env, start_local_ray
+    from pipelines.runtime import local_head_env, start_local_head, start_local_ray
 
     model = str(build_tiny_model())
     env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
                                       "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")}
     env["PYTHONPATH"] = str(ROOT)
-    if variant == "local_head_env":
-        env = local_head_env(env)
-    start_local_ray(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
+    if variant == "inherited_env":
+        start_local_head(local_head_env(env), num_cpus=4, include_dashboard=False)
+    else:
+        env = local_head_env(env) if variant == "local_head_env" else env
+        start_local_ray(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
     rows = []
     for i in range(starts):
         d = Path(tempfile.mkdtemp(prefix="learner-start-"))
@@ -92,9 +96,10 @@ def main() -> None:
         rows = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROWS "))[5:])
         result[variant] = summarise(rows)
         print(variant, {k: v for k, v in result[variant].items() if k != "runs"}, flush=True)
-    base, trimmed = result["ray_defaults"], result["local_head_env"]
-    result["cpu_ratio_defaults_vs_local_head_env"] = base["cpu_s_mean"] / trimmed["cpu_s_mean"]
-    result["wall_ratio_defaults_vs_local_head_env"] = base["wall_s_mean"] / trimmed["wall_s_mean"]
+    for a, b in (("ray_defaults", "local_head_env"), ("local_head_env", "inherited_env"),
+                 ("ray_defaults", "inherited_env")):
+        for what in ("cpu", "wall"):
+            result[f"{what}_ratio_{a}_vs_{b}"] = result[a][f"{what}_s_mean"] / result[b][f"{what}_s_mean"]
     result["machine"] = machine() | {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                                               capture_output=True, text=True).stdout.strip()}
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -425,15 +425,10 @@ def run_learner(job: LearnJob) -> dict:
             name=job.name, storage_path=str(Path(job.storage_dir).resolve()),
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            worker_runtime_env={"env_vars": _worker_env()},
         ),
     )
     trainer.fit()
     done = Path(job.storage_dir) / f"{job.name}-rank0-done.json"
     return json.loads(done.read_text())
 
-
-def _worker_env() -> dict:
-    keys = ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "SELFCRITIQUE_CACHE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS")
-    return {k: os.environ[k] for k in keys if k in os.environ}
 

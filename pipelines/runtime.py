@@ -37,7 +37,7 @@ LOCAL_HEAD_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS
 
 def local_head_env(env: dict, environ=os.environ) -> dict:
     """env plus LOCAL_HEAD_ENV, which is also set in this process: the driver builds Ray Train's
-    callbacks, its controller actor reads the runtime env."""
+    callbacks, and its controller actor inherits the head's environment (start_local_head)."""
     trims = {k: environ.get(k, v) for k, v in LOCAL_HEAD_ENV.items()}
     environ.update(trims)
     return env | trims
@@ -61,13 +61,21 @@ def init_ray(cfg: Config) -> None:
             ray.init(address=cfg.resources.ray_address, runtime_env={"env_vars": env})
     else:
         env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
-        env = local_head_env(env)
         # A local head binds to loopback only; the dashboard stays off unless asked for.
-        start_local_ray(address="local", num_cpus=cfg.resources.num_cpus, include_dashboard=False,
-                        runtime_env={"env_vars": env,
-                                     "worker_process_setup_hook": "pipelines.runtime.quiet_without_dashboard"},
-                        _node_ip_address="127.0.0.1")
+        start_local_head(local_head_env(env), num_cpus=cfg.resources.num_cpus, include_dashboard=False,
+                         _node_ip_address="127.0.0.1")
         check_local_resources(cfg, ray.cluster_resources())
+
+
+def start_local_head(env: dict, environ=os.environ, **init_kwargs) -> None:
+    """A local Ray head whose workers get `env` by inheritance, not through a runtime_env.
+
+    The raylet starts with this process's environment and passes it to every worker. A runtime_env,
+    even one of environment variables only, makes Ray start each worker through its setup_worker.py
+    first: one more Python start with Ray's imports for every actor and Ray Train worker
+    (bench/learner_start.py measures it), and a local head has hundreds of them in the tests."""
+    environ.update(env)
+    start_local_ray(address="local", **init_kwargs)
 
 
 def start_local_ray(attempts: int = 3, **init_kwargs) -> None:
@@ -86,17 +94,6 @@ def start_local_ray(attempts: int = 3, **init_kwargs) -> None:
             log.warning("the local Ray head was slow to start (attempt %d of %d): starting it again",
                         attempt, attempts)
             ray.shutdown()
-
-
-def quiet_without_dashboard() -> None:
-    """Runs in every worker of a dashboard-less local head.
-
-    Ray Train's placement-group cleaner asks the State API (served by the dashboard)
-    whether the controller lives, and without a dashboard it logs a warning every
-    second, burying the driver's progress bars. Without the State API it can never act
-    anyway; a local head's placement groups end with the head.
-    """
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def engine_kwargs(cfg: Config, pool: PoolResources) -> dict:

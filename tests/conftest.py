@@ -37,10 +37,9 @@ def ray_local():
         env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
                                           "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM")}
         env["PYTHONPATH"] = str(ROOT)
-        from pipelines.runtime import local_head_env, start_local_ray
+        from pipelines.runtime import local_head_env, start_local_head
 
-        start_local_ray(address="local", num_cpus=4, include_dashboard=False,
-                        runtime_env={"env_vars": local_head_env(env)})
+        start_local_head(local_head_env(env), num_cpus=4, include_dashboard=False)
     yield ray
     ray.shutdown()
 

@@ -54,8 +54,8 @@ def skip_inference_shm_op() -> None:
 
     DeepSpeed's torch comm backend builds that op at every init, yet only inference_all_reduce
     (tensor-parallel inference) calls it; training reduces through torch.distributed. The build
-    cost about 85 CPU-seconds on a fresh machine (once per clone: CI paid it) and a ninja check at
-    every learner start after, and a ninja whose hash differed from the builder's rebuilt it.
+    was a C++ compile of about a minute on 2 cores in every fresh clone (CI paid it), and a process
+    whose ninja hashed build commands differently from the builder's compiled it again.
     The op is built only where deepspeed.ops reports it compatible, so report it not."""
     import deepspeed.ops
 

@@ -76,3 +76,7 @@ class SamplerWorker:
 
     def ping(self) -> int:
         return self.pid
+
+    def in_flight(self) -> int:
+        """generate calls running on the engine now."""
+        return self._active

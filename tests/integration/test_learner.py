@@ -44,40 +44,6 @@ def metrics(j: LearnJob) -> list[dict]:
     return [json.loads(x) for x in j.metrics_path.read_text().splitlines()]
 
 
-def test_sft_waits_for_the_rollout_lowers_loss_and_checkpoint_loads(ray_local, tiny_model, tmp_path):
-    """train.overlap_rollout=false (the 2-core demo): no step while the buffer is still open;
-    once it closes, SFT lowers the loss and writes a checkpoint that transformers loads."""
-    buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
-    ray.get(buf.put_items.remote([ray.put(x) for x in sft_items(16)]))  # data there, rollout not finished
-    j = job(tmp_path, tiny_model, buf, epochs=6, num_workers=2, overlap_rollout=False)
-    out: dict = {}
-    t = threading.Thread(target=lambda: out.setdefault("summary", run_learner(j)))
-    t.start()
-    started = Path(j.storage_dir) / f"{j.name}-workers.jsonl"
-    deadline = time.time() + 300
-    while not started.exists() and time.time() < deadline:
-        time.sleep(0.5)
-    assert started.exists(), "the learner worker never started"
-    time.sleep(5)
-    assert ray.get(buf.stats.remote())["acked"] == 0, "trained while the rollout was still open"
-    ray.get(buf.close.remote())
-    t.join(timeout=600)
-    assert out["summary"]["micro"] == 6 * 16 // (4 * 2)
-    m = metrics(j)
-    first, last = m[0]["loss"], sum(r["loss"] for r in m[-3:]) / 3
-    assert last < first * 0.8, (first, last)
-    # the HF checkpoint loads in transformers and generates
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(j.out_dir)
-    model = AutoModelForCausalLM.from_pretrained(j.out_dir)
-    ids = tok.apply_chat_template(MSG("What is 3 plus 1?"), add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
-    out_ids = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert out_ids.shape[1] > ids["input_ids"].shape[1]
-    # the swap of such a checkpoint into a running vLLM engine: test_rollout.py
-
-
 def _pairs(n: int) -> list[Pair]:
     out = []
     for i in range(n):
@@ -110,43 +76,76 @@ def test_dpo_raises_margin_and_cached_reference_equals_the_live_one(ray_local, t
     assert len(diffs) == len(m) and max(diffs) < 0.05 * max(abs(p.ref_chosen_logp) for p in pairs), diffs
 
 
-def test_killed_worker_resumes_with_right_step_count(ray_local, tiny_model, tmp_path, fault_log):
+def test_sft_waits_for_the_rollout_survives_a_killed_worker_lowers_loss_and_checkpoint_loads(
+        ray_local, tiny_model, tmp_path, fault_log):
+    """train.overlap_rollout=false (the 2-core demo): no step while the buffer is still open. Once
+    it closes, two ranks train; rank 1's process is SIGKILLed a few steps past a checkpoint, and Ray
+    Train restarts the group from it. Every item is trained exactly once, the loss falls, and the
+    HF checkpoint loads in transformers and generates. (One learner run for all of it: each costs
+    a Ray Train start.)"""
     buf = Buffer.remote(str(tmp_path / "buf"), capacity=1000)
     items = sft_items(96)
-    fill(buf, items)
+    ray.get(buf.put_items.remote([ray.put(x) for x in items]))  # data there, rollout not finished
     j = job(tmp_path, tiny_model, buf, micro_batch_size=2, num_workers=2, checkpoint_every=3, max_failures=2,
-            epochs=1)
-    killed = {}
-
-    def killer():
-        workers = Path(j.storage_dir) / "job-workers.jsonl"
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            try:
-                steps = [r["step"] for r in metrics(j)]
-            except FileNotFoundError:
-                steps = []
-            snap = Path(j.storage_dir) / "job" / "checkpoint_manager_snapshot.json"
-            # kill once Ray Train has registered a checkpoint, a few steps past it
-            if steps and max(steps) >= 5 and snap.exists() and '"latest_checkpoint_result":{' in snap.read_text():
-                rank1 = [json.loads(x) for x in workers.read_text().splitlines() if '"rank": 1' in x][-1]
-                os.kill(rank1["pid"], signal.SIGKILL)  # a real worker process death mid-training
-                killed["step"] = max(steps)
-            time.sleep(0.2)
-
-    t = threading.Thread(target=killer, daemon=True)
+            epochs=1, overlap_rollout=False)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("summary", run_learner(j)))
     t.start()
-    summary = run_learner(j)
+    workers = Path(j.storage_dir) / f"{j.name}-workers.jsonl"
+    deadline = time.time() + 300
+    while not workers.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert workers.exists(), "the learner worker never started"
+    time.sleep(5)
+    assert ray.get(buf.stats.remote())["acked"] == 0, "trained while the rollout was still open"
+    ray.get(buf.close.remote())
+    killed = _kill_rank1_past_a_checkpoint(j, workers)
+    t.join(timeout=900)
+    summary = out["summary"]
     assert killed, "the worker was never killed"
-    starts = [json.loads(x) for x in (Path(j.storage_dir) / "job-workers.jsonl").read_text().splitlines()]
+    starts = [json.loads(x) for x in workers.read_text().splitlines()]
     assert any(s["resumed_at"] > 0 for s in starts)  # restarted from a checkpoint, not from scratch
     assert summary["micro"] == 96 // (2 * 2)
     acked = ray.get(buf.acked_keys.remote())
-    want = {x.key for x in items}
-    fault_log("learner worker killed", want, {"consumed": fault_log.acked(tmp_path / "buf" / "acks.jsonl")},
-              micro_steps=summary["micro"])
+    fault_log("learner worker killed", {x.key for x in items},
+              {"consumed": fault_log.acked(tmp_path / "buf" / "acks.jsonl")}, micro_steps=summary["micro"])
     assert sorted(acked) == sorted(x.key for x in items)  # each item trained exactly once, none skipped
     assert max(acked.values()) <= summary["micro"]
+    m = metrics(j)
+    first, last = m[0]["loss"], sum(r["loss"] for r in m[-3:]) / 3
+    assert last < first * 0.8, (first, last)
+    _generates(j.out_dir)
+
+
+def _kill_rank1_past_a_checkpoint(j: LearnJob, workers: Path) -> dict:
+    """SIGKILL rank 1 once Ray Train has registered a checkpoint and training is a few steps past it."""
+    killed: dict = {}
+    deadline = time.time() + 600
+    while time.time() < deadline and not killed:
+        try:
+            steps = [r["step"] for r in metrics(j)]
+        except FileNotFoundError:
+            steps = []
+        snap = Path(j.storage_dir) / j.name / "checkpoint_manager_snapshot.json"
+        if steps and max(steps) >= 5 and snap.exists() and '"latest_checkpoint_result":{' in snap.read_text():
+            rank1 = [json.loads(x) for x in workers.read_text().splitlines() if '"rank": 1' in x][-1]
+            os.kill(rank1["pid"], signal.SIGKILL)  # a real worker process death mid-training
+            killed["step"] = max(steps)
+        time.sleep(0.2)
+    return killed
+
+
+def _generates(checkpoint: str) -> None:
+    """The HF checkpoint loads in transformers and generates (its swap into a running vLLM engine:
+    test_rollout.py)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    ids = tok.apply_chat_template(MSG("What is 3 plus 1?"), add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)
+    out_ids = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert out_ids.shape[1] > ids["input_ids"].shape[1]
 
 
 def _placeholder_only_step_loop(cfg: dict) -> None:

@@ -102,8 +102,14 @@ def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, ti
     problems = generate_problems(6, seed=9)
     # two calls in flight on one actor run together (continuous batching), not one after the other
     x, y = [actor.generate.options(num_returns=2).remote(problems[i::2], spec)[0] for i in range(2)]
-    # calls that need other weights wait for the running ones. Ray does not keep an async actor's
-    # calls in order, so each carries the checkpoint it needs, as the rollout's calls do.
+    # Ray does not keep an async actor's calls in order: the calls below, sent at once, once started
+    # first, and x ran on their weights. So they are sent once both of these run.
+    deadline = time.monotonic() + 300
+    while ray.get(actor.in_flight.remote()) < 2:
+        assert time.monotonic() < deadline, "the two calls never ran at the same time"
+        time.sleep(0.02)
+    # calls that need other weights wait for the running ones; each carries the checkpoint it
+    # needs, as the rollout's calls do
     v2 = (tiny_model, "v2")
     z, w = [actor.generate.options(num_returns=2).remote(problems[i:i + 2], spec, v2)[0] for i in (0, 2)]
     sx, sy, sz, sw = ray.get([x, y, z, w])

@@ -175,11 +175,25 @@ def test_killed_sampler_loses_and_duplicates_nothing(pools, tmp_path, fault_log)
     samplers.wait_any_alive(timeout=300)
 
 
-def engine_core(actor_pid: int) -> psutil.Process:
-    """The actor's vLLM engine-core process (vLLM titles it VLLM::EngineCore)."""
-    cores = [c for c in psutil.Process(actor_pid).children() if "EngineCore" in c.name()]
+def engine_core(actor_pid: int, within_s: float = 120.0) -> psutil.Process:
+    """The actor's vLLM engine-core process (vLLM titles it VLLM::EngineCore). Looked for among all
+    its descendants, for up to `within_s`: in one CI run a just-restarted sampler answered its ping
+    while no child of its process bore that title yet."""
+    deadline = time.monotonic() + within_s
+    while True:
+        cores = [c for c in psutil.Process(actor_pid).children(recursive=True) if _titled_engine_core(c)]
+        if len(cores) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(cores) == 1, f"actor {actor_pid} has engine cores {cores}"
     return cores[0]
+
+
+def _titled_engine_core(proc: psutil.Process) -> bool:
+    try:
+        return "EngineCore" in proc.name() or "EngineCore" in " ".join(proc.cmdline())
+    except psutil.Error:  # ended meanwhile
+        return False
 
 
 def gone(proc: psutil.Process, within_s: float) -> bool:

@@ -22,7 +22,7 @@ from pipelines.tracking import Tracker
 
 log = logging.getLogger("selfcritique")
 
-# Environment the actors and train workers need, forwarded from the driver.
+# Environment the actors and train workers need, forwarded from the driver to a cluster's job.
 FORWARD_ENV = ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE",
                "HF_DATASETS_CACHE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS",
                "VLLM_ENABLE_V1_MULTIPROCESSING")
@@ -51,8 +51,8 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     project_root = str(Path(__file__).resolve().parents[1])
-    env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
     if cfg.resources.ray_address:
+        env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
         if SUBMITTED_JOB_ENV in os.environ:
             # Under `ray job submit` the job's own runtime_env (working dir, env vars) applies;
             # passing a second one would conflict with it.
@@ -60,7 +60,8 @@ def init_ray(cfg: Config) -> None:
         else:
             ray.init(address=cfg.resources.ray_address, runtime_env={"env_vars": env})
     else:
-        env["PYTHONPATH"] = project_root + os.pathsep + os.environ.get("PYTHONPATH", "")
+        # FORWARD_ENV is in this process's environment already, and the workers inherit it.
+        env = {"PYTHONPATH": project_root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         # A local head binds to loopback only; the dashboard stays off unless asked for.
         start_local_head(local_head_env(env), num_cpus=cfg.resources.num_cpus, include_dashboard=False,
                          _node_ip_address="127.0.0.1")

@@ -34,12 +34,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
-                                          "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM")}
-        env["PYTHONPATH"] = str(ROOT)
         from pipelines.runtime import local_head_env, start_local_head
 
-        start_local_head(local_head_env(env), num_cpus=4, include_dashboard=False)
+        # the workers inherit this process's environment (set at the top of this file)
+        start_local_head(local_head_env({"PYTHONPATH": str(ROOT)}), num_cpus=4, include_dashboard=False)
     yield ray
     ray.shutdown()
 

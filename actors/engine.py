@@ -1,7 +1,7 @@
 """The only module that calls vLLM's API.
 
 vLLM changes its interface between releases; everything else in the project talks
-to `Engine` or `AsyncEngine` (generate text from chat messages, switch checkpoints),
+to `Engine`, `SteppedEngine` or `AsyncEngine` (generate text from chat messages, switch checkpoints),
 so an upgrade touches this file (and `vllm_cpu_top_p.py`, a plugin that vLLM loads
 into its own processes and that reaches into its CPU sampler). Chat templating is
 done here with the HF tokenizer, once per engine, and requests go in as token ids.
@@ -9,8 +9,10 @@ done here with the HF tokenizer, once per engine, and requests go in as token id
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import queue
 import threading
 import time
 import uuid
@@ -253,3 +255,143 @@ class AsyncEngine(_EngineBase):
         self._check_cleared(cleared, model_path)
         self.model_path = model_path
         return time.perf_counter() - t0
+
+
+def sampler_engine_class(core: str, gpu: bool, environ=os.environ) -> type:
+    """Which engine a sampler runs: `core` is "in_process", "own_process" or "auto".
+
+    auto: in the sampler's process on CPU, where a process of its own only costs a start; on
+    a GPU vLLM's AsyncLLM, whose core process schedules the next batch while the GPU computes.
+    VLLM_ENABLE_V1_MULTIPROCESSING=1, set by the user, asks for vLLM's own layout."""
+    if core == "auto":
+        core = "own_process" if gpu or environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "1" else "in_process"
+    if core not in ("in_process", "own_process"):
+        raise ValueError(f"sampler engine core must be auto, in_process or own_process, not {core!r}")
+    return SteppedEngine if core == "in_process" else AsyncEngine
+
+
+class SteppedEngine(_EngineBase):
+    """AsyncEngine's interface and continuous batching on vLLM's blocking engine, in the
+    caller's process: a thread of ours steps it, and concurrent `generate` calls add their
+    requests to its one running batch between steps.
+
+    vLLM's AsyncLLM always runs its engine core in a process of its own; on CPU that is one
+    more start of torch and vLLM per sampler for no gain in tokens/s (bench/engine_start.py).
+    Every vLLM call happens on the stepping thread; the event loop only queues work for it.
+    If a step raises, every waiting call fails and `alive()` turns false (the watchdog then
+    ends the actor, as for a dead engine core)."""
+
+    def _start(self, vllm_kwargs: dict):
+        from vllm import EngineArgs
+        from vllm.v1.engine.llm_engine import LLMEngine
+
+        self._inbox: queue.Queue = queue.Queue()
+        self._failure: BaseException | None = None
+        engine = LLMEngine.from_engine_args(EngineArgs(**vllm_kwargs, disable_log_stats=True))
+        self._stepper = threading.Thread(target=self._step_forever, args=(engine,), name="engine-stepper",
+                                         daemon=True)
+        self._stepper.start()
+        return engine
+
+    def _core_client(self):
+        return self.llm.engine_core
+
+    def alive(self) -> bool:
+        return self._failure is None and super().alive()
+
+    def _submit(self, *work) -> asyncio.Future:
+        """Queue work for the stepping thread; its result arrives on the returned future."""
+        if self._failure is not None:
+            raise EngineDead(f"vLLM engine for {self.model_path} failed: {self._failure!r}")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._inbox.put((*work, loop, fut))
+        return fut
+
+    async def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
+        """n completions per conversation, in input order."""
+        from vllm.inputs import TokensPrompt
+
+        prompts, budgets = self.prepare(conversations, spec)
+        futs = [self._submit("add", TokensPrompt(prompt_token_ids=ids), self.params(spec, b, final_only=True))
+                for ids, b in zip(prompts, budgets)]
+        with self._dead_engine_check():
+            finals = await asyncio.gather(*futs)
+        return [self.completions(ids, final.outputs) for ids, final in zip(prompts, finals)]
+
+    async def load_weights(self, model_path: str) -> float:
+        """Swap in a new checkpoint; the caller makes sure no request is running."""
+        t0 = time.perf_counter()
+
+        def swap(engine) -> bool:
+            engine.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
+            return engine.reset_prefix_cache()
+
+        with self._dead_engine_check():
+            cleared = await self._submit("call", swap)
+        self._check_cleared(cleared, model_path)
+        self.model_path = model_path
+        return time.perf_counter() - t0
+
+    def shutdown(self) -> None:
+        self._closing = True
+        self._inbox.put(("stop",))
+        self._stepper.join(timeout=60)  # a step in progress ends before the core goes
+        self.llm.engine_core.shutdown()
+
+    def _step_forever(self, engine) -> None:
+        waiting: dict[str, tuple] = {}  # request id -> (loop, future)
+        try:
+            while not self._closing:
+                self._take_work(engine, waiting, block=not engine.has_unfinished_requests())
+                if engine.has_unfinished_requests():
+                    for out in engine.step():
+                        if out.finished:
+                            _settle(*waiting.pop(out.request_id), out)
+        except BaseException as e:  # noqa: BLE001 - every waiting call must hear of it
+            self._failure = e
+            for entry in list(waiting.values()) + _drain(self._inbox):
+                _settle(*entry[-2:], error=e)
+
+    def _take_work(self, engine, waiting: dict, block: bool) -> None:
+        """Start what was queued; wait for work only when nothing is running."""
+        while True:
+            try:
+                item = self._inbox.get(timeout=1.0) if block else self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if item[0] == "add":
+                rid = uuid.uuid4().hex
+                try:
+                    engine.add_request(rid, item[1], item[2])
+                    waiting[rid] = item[-2:]
+                except ValueError as e:  # a request vLLM rejects fails its call only
+                    _settle(*item[-2:], error=e)
+            elif item[0] == "call":
+                try:
+                    _settle(*item[-2:], item[1](engine))
+                except Exception as e:  # a failed weight load fails its caller, not the engine
+                    _settle(*item[-2:], error=e)
+            else:  # stop
+                return
+
+
+def _settle(loop, fut, result=None, error: BaseException | None = None) -> None:
+    """Hand a result (or an error) from the stepping thread to the caller's event loop."""
+
+    def done() -> None:
+        if not fut.done():
+            fut.set_exception(error) if error is not None else fut.set_result(result)
+
+    loop.call_soon_threadsafe(done)
+
+
+def _drain(q: queue.Queue) -> list:
+    items = []
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return [x for x in items if len(x) > 2]  # work items end with (loop, future)
+        items.append(item)

@@ -70,7 +70,9 @@ class ActorPool:
 
     def __init__(self, worker_cls: type, size: int, init_args: tuple, *, num_cpus: float = 1,
                  num_gpus: float = 0, resources: dict | None = None, max_restarts: int = 3,
-                 name: str = "pool", runtime_env: dict | None = None, scheduling_strategy=None):
+                 name: str = "pool", runtime_env: dict | None = None, scheduling_strategy=None,
+                 init_args_each: list[tuple] | None = None):
+        """init_args_each: one constructor tuple per actor, instead of init_args for all."""
         opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
                                     max_task_retries=0, resources=resources or {})
         if runtime_env:
@@ -78,7 +80,10 @@ class ActorPool:
         if scheduling_strategy is not None:
             opts["scheduling_strategy"] = scheduling_strategy
         self._cls = ray.remote(worker_cls).options(**opts)
-        self._adopt([self._cls.remote(*init_args) for _ in range(size)], name)
+        if init_args_each is not None and len(init_args_each) != size:
+            raise ValueError(f"{name}: {len(init_args_each)} constructor argument tuples for {size} actors")
+        each = init_args_each or [init_args] * size
+        self._adopt([self._cls.remote(*args) for args in each], name)
 
     @classmethod
     def over(cls, actors: list, name: str = "pool") -> "ActorPool":

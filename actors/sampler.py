@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from actors.engine import AsyncEngine, SamplingSpec
+from actors.engine import SamplingSpec, sampler_engine_class
 from actors.pool import end_for_restart, restart_on_engine_death
 from core.prompts import solver_messages
 from core.records import Problem, Sample
@@ -22,12 +22,15 @@ class SamplerWorker:
     to account and detect failures, and the samples themselves, which stay in the
     object store and go straight to a critic.
 
-    An engine that dies (its core process killed, say for memory) ends the actor, so
-    that Ray restarts it with a fresh engine and the pool re-dispatches its calls.
+    An engine that dies (its core process killed, say for memory, or a step that raised)
+    ends the actor, so that Ray restarts it with a fresh engine and the pool re-dispatches
+    its calls. On CPU the engine runs in the actor's own process (engine.sampler_engine_class).
     """
 
-    def __init__(self, model_path: str, policy_version: str, engine_kwargs: dict, system_prompt: str):
-        self.engine = AsyncEngine(model_path, **engine_kwargs)
+    def __init__(self, model_path: str, policy_version: str, engine_kwargs: dict, system_prompt: str,
+                 engine_core: str = "auto"):
+        engine_cls = sampler_engine_class(engine_core, engine_kwargs.get("gpu", False))
+        self.engine = engine_cls(model_path, **engine_kwargs)
         self.engine.watch(end_for_restart)
         self.version = policy_version
         self.system_prompt = system_prompt

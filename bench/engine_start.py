@@ -1,10 +1,13 @@
 """vLLM engine start-up and generation on CPU: the engine in its caller's process (the project's
-default) against vLLM's own layout (engine core and model worker in processes of their own).
+default) against vLLM's own layout (engine core and model worker in processes of their own), and
+the samplers' two engines: AsyncLLM (always one engine-core process) and SteppedEngine (vLLM's
+blocking engine stepped by a thread in the caller's process, the CPU default since this bench).
 
 Each case runs in a fresh Python process, since vLLM reads VLLM_ENABLE_V1_MULTIPROCESSING when
 an engine starts and its plugins load once per process. Start seconds count from the engine's
 constructor to its return (tokenizer, config, processes, weights, KV cache); generation is one
-batch of sampled answers. Prints JSON and writes bench/results/engine_start.json.
+batch of sampled answers; CPU seconds are the whole case's, its engine processes included (what
+a start costs a busy 2-core machine). Prints JSON and writes bench/results/engine_start.json.
 
     ./dev bench engine_start [--model tiny|embedded] [--repeats 2]
 """
@@ -25,6 +28,7 @@ from common import ROOT, machine, write_result
 CASES = {  # name: (engine class, VLLM_ENABLE_V1_MULTIPROCESSING)
     "engine_separate": ("Engine", "1"), "engine_in_process": ("Engine", "0"),
     "async_separate": ("AsyncEngine", "1"), "async_in_process": ("AsyncEngine", "0"),
+    "stepped_in_process": ("SteppedEngine", "0"),
 }
 
 
@@ -33,18 +37,18 @@ def one_case(kind: str, model_path: str, prompts: int, n: int, max_new: int) -> 
     import asyncio
     import time
 
-    from actors.engine import AsyncEngine, Engine, SamplingSpec
+    from actors import engine as engines
+    from actors.engine import SamplingSpec
 
     convs = [[{"role": "user", "content": f"What is {i} plus {2 * i}? Explain."}] for i in range(prompts)]
     spec = SamplingSpec(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new)
     t0 = time.perf_counter()
-    eng = (Engine if kind == "Engine" else AsyncEngine)(model_path, max_model_len=512, kv_cache_gib=1.0,
-                                                         dtype="float32", seed=0)
+    eng = getattr(engines, kind)(model_path, max_model_len=512, kv_cache_gib=1.0, dtype="float32", seed=0)
     t1 = time.perf_counter()
     out = eng.generate(convs, spec) if kind == "Engine" else asyncio.run(eng.generate(convs, spec))
     t2 = time.perf_counter()
     tokens = sum(len(c.token_ids) for row in out for c in row)
-    eng.shutdown() if kind == "Engine" else eng.llm.shutdown()  # no engine process outlives the case
+    eng.llm.shutdown() if kind == "AsyncEngine" else eng.shutdown()  # no engine process outlives the case
     return {"start_s": t1 - t0, "generate_s": t2 - t1, "tokens": tokens, "tok_per_s": tokens / (t2 - t1)}
 
 
@@ -55,16 +59,26 @@ def run_child(case: str, args) -> dict:
         out, log = Path(d) / "out.json", Path(d) / "log.txt"
         cmd = [sys.executable, __file__, "--child", kind, "--out", str(out), "--model-path", args.model_path,
                "--prompts", str(args.prompts), "--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens)]
+        before = _children_cpu()
         with open(log, "w") as f:  # a file, not a pipe: a stray engine process cannot hold it open
             rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
         if rc != 0 or not out.exists():
             raise RuntimeError(f"{case} failed (exit {rc}): {log.read_text()[-3000:]}")
-        return json.loads(out.read_text())
+        return json.loads(out.read_text()) | {"cpu_s": _children_cpu() - before}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished child (and the children they waited for) so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def summarise(runs: list[dict]) -> dict:
-    return {k: round(statistics.mean(r[k] for r in runs), 2) for k in ("start_s", "generate_s", "tok_per_s")} | \
-        {"start_s_each": [round(r["start_s"], 2) for r in runs]}
+    keys = ("start_s", "generate_s", "tok_per_s", "cpu_s")
+    return {k: round(statistics.mean(r[k] for r in runs), 2) for k in keys} | \
+        {"start_s_each": [round(r["start_s"], 2) for r in runs], "cpu_s_each": [round(r["cpu_s"], 2) for r in runs]}
 
 
 def model_path_for(which: str) -> str:
@@ -94,11 +108,15 @@ def main() -> None:
     ratios = {kind: {"start_speedup": cases[f"{kind}_separate"]["start_s"] / cases[f"{kind}_in_process"]["start_s"],
                      "tok_per_s_ratio": cases[f"{kind}_in_process"]["tok_per_s"] / cases[f"{kind}_separate"]["tok_per_s"]}
               for kind in ("engine", "async")}
+    stepped, async_ = cases["stepped_in_process"], cases["async_in_process"]
+    sampler = {"start_speedup": async_["start_s"] / stepped["start_s"], "cpu_ratio": async_["cpu_s"] / stepped["cpu_s"],
+               "tok_per_s_ratio": stepped["tok_per_s"] / async_["tok_per_s"]}
     from pipelines.results import git_commit
 
     write_result("engine_start", {"machine": machine(), "commit": git_commit(), "model": args.model,
                                   "settings": {k: getattr(args, k) for k in ("repeats", "prompts", "n", "max_new_tokens")},
-                                  "cases": cases, "in_process_vs_separate": ratios})
+                                  "cases": cases, "in_process_vs_separate": ratios,
+                                  "sampler_stepped_vs_async": sampler})
 
 
 if __name__ == "__main__":

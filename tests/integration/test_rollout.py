@@ -1,5 +1,9 @@
 """Rollout on real local Ray with real vLLM engines serving a tiny model, and the faults a
-real engine has: its actor killed, its engine-core process killed, its engine stuck."""
+real engine has: its actor killed, its engine-core process killed, its engine stuck.
+
+The two samplers run both engine layouts (actors/engine.py, sampler_engine_class): sampler 0
+vLLM's AsyncLLM with its engine core in a process of its own (the GPU default), sampler 1 the
+CPU default, vLLM's engine stepped in the actor's own process."""
 
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ SPEC = SamplingSpec(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16)
 
 @pytest.fixture(scope="module")
 def pools(ray_local, tiny_model):
-    samplers = ActorPool(SamplerWorker, 2, (tiny_model, "base", ENGINE, "Solve it."), num_cpus=1, name="samplers")
+    samplers = ActorPool(SamplerWorker, 2, (), num_cpus=1, name="samplers",
+                         init_args_each=[(tiny_model, "base", ENGINE, "Solve it.", core)
+                                         for core in ("own_process", "in_process")])
     # an untrained tiny judge writes no parseable score: that must be recorded, not fatal
     critics = ActorPool(CriticWorker, 1, ("model", tiny_model, "base", ENGINE, 24), num_cpus=1, name="critics")
     samplers.wait_ready(timeout=600)
@@ -95,9 +101,10 @@ def test_grouping_waits_for_all_n(pools, tmp_path):
     assert len(decisions) == len(problems) * SPEC.n  # every sample kept or rejected, with a reason
 
 
-def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, tiny_model):
+@pytest.mark.parametrize("which", [0, 1], ids=["own_process", "in_process"])
+def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, tiny_model, which):
     samplers, _ = pools
-    actor = samplers.actors[1]
+    actor = samplers.actors[which]
     spec = SamplingSpec(n=4, temperature=1.0, max_new_tokens=48)
     problems = generate_problems(6, seed=9)
     # two calls in flight on one actor run together (continuous batching), not one after the other
@@ -124,7 +131,8 @@ def test_calls_share_the_engine_and_a_checkpoint_switch_waits_for_them(pools, ti
         ray.get(actor.ensure_checkpoint.remote(tiny_model, "base"))
 
 
-def test_swapped_weights_answer_as_transformers_does(pools, tiny_model, warm_tiny_model):
+@pytest.mark.parametrize("which", [0, 1], ids=["own_process", "in_process"])
+def test_swapped_weights_answer_as_transformers_does(pools, tiny_model, warm_tiny_model, which):
     """New weights swapped into an engine that has served others (the way every stage loads its
     model) answer as transformers does with them. The prompt is longer than a KV block (128
     tokens on CPU), so a prefix cache kept across the swap would answer with the old weights'
@@ -133,7 +141,7 @@ def test_swapped_weights_answer_as_transformers_does(pools, tiny_model, warm_tin
     from transformers import AutoModelForCausalLM
 
     samplers, _ = pools
-    actor = samplers.actors[0]
+    actor = samplers.actors[which]
     question = Problem("p", "Count: " + " ".join(str(i) for i in range(90)) + ". What is 3 plus 1?")
     greedy = SamplingSpec(n=1, temperature=0.0, max_new_tokens=8)
     ray.get(actor.generate.options(num_returns=2).remote([question], greedy)[1])  # the old weights fill the cache
@@ -211,14 +219,15 @@ def gone(proc: psutil.Process, within_s: float) -> bool:
 
 def test_engine_processes_killed_or_stuck_mid_stage(pools, tmp_path, fault_log):
     """A sampler's engine core and the judge's engine SIGKILLed (as an out-of-memory kill would),
-    the other sampler's engine stopped (SIGSTOP: its actor answers pings but no call returns).
-    On CPU the judge's blocking engine runs inside its actor's process (actors/engine.py), so
-    the process that holds its model is the actor itself."""
+    the other sampler's engine stopped (SIGSTOP: no call returns). Sampler 0's engine core is a
+    process of its own, so its actor sees the core die; the judge's and sampler 1's engines run
+    inside their actors' processes (actors/engine.py), so the process that holds the model is
+    the actor itself."""
     samplers, critics = pools
     problems = generate_problems(12, seed=8)
     buf = Buffer.remote(str(tmp_path), capacity=1000)
     (s0, s1), (c0,) = samplers.wait_ready(), critics.wait_ready()
-    cores = {"sampler": engine_core(s0), "judge": psutil.Process(c0), "stuck": engine_core(s1)}
+    cores = {"sampler": engine_core(s0), "judge": psutil.Process(c0), "stuck": psutil.Process(s1)}
     hit = threading.Event()
 
     def inject(ev: dict) -> None:  # on the first graded batch: the stage is under way
@@ -231,13 +240,13 @@ def test_engine_processes_killed_or_stuck_mid_stage(pools, tmp_path, fault_log):
     try:
         report = run_rollout(problems, samplers, critics, buf, SPEC, batch_prompts=1, on_progress=inject,
                              deadline=CallDeadline(20.0, 0.5))
-        stuck_reaped = gone(cores["stuck"], 60)  # killed with its actor, not left stopped (a loaded machine is slow)
+        stuck_reaped = gone(cores["stuck"], 60)  # killed, not left stopped (a loaded machine is slow)
     finally:
         if not gone(cores["stuck"], 0.5):
             cores["stuck"].kill()
     new = samplers.wait_ready(timeout=600) + critics.wait_ready(timeout=600)
     assert hit.is_set() and report.hung_kills >= 1
     assert not set(new) & {s0, s1, c0}, "every faulted actor was replaced"
-    assert stuck_reaped, "the stuck engine core outlived its killed actor"
+    assert stuck_reaped, "the stuck sampler was not killed"
     fault_log("engine cores killed (a sampler's, the judge's) and one stuck", *_observed(problems, tmp_path, buf, report),
               retries=report.retries, hung_kills=report.hung_kills)

@@ -35,10 +35,17 @@ EXTENSION_FILE = ROOT / "actors" / "vllm_ext.py"
 WORKER, RUNNER = "vllm.v1.worker.cpu_worker.CPUWorker", "vllm.v1.worker.cpu_model_runner.CPUModelRunner"
 # engine.py's worker_extension_cls: vLLM adds its methods to the worker, and inside them `self` is the worker.
 EXTENSION = "actors.vllm_ext.WeightSwapExtension"
+LLM_ENGINE = "vllm.v1.engine.llm_engine.LLMEngine"
 # What engine.py's (and the extension's) untyped names hold: (enclosing class or function, expression) -> vLLM object.
 HOLDS = {
     ("Engine", "self.llm"): "vllm.LLM",
     ("AsyncEngine", "self.llm"): "vllm.v1.engine.async_llm.AsyncLLM",
+    ("SteppedEngine", "self.llm"): LLM_ENGINE,
+    ("swap", "engine"): LLM_ENGINE,
+    ("_step_forever", "engine"): LLM_ENGINE,
+    ("_take_work", "engine"): LLM_ENGINE,
+    ("_step_forever", "out"): "vllm.outputs.RequestOutput",
+    ("SteppedEngine", "final"): "vllm.outputs.RequestOutput",
     ("completions", "c"): "vllm.outputs.CompletionOutput",
     ("generate", "res"): "vllm.outputs.RequestOutput",
     ("one", "final"): "vllm.outputs.RequestOutput",
@@ -288,6 +295,13 @@ MUTATIONS = [
     ("enforce_eager=not gpu", "eager=not gpu", "'eager'"),
     ('{"max_num_seqs": max_num_seqs}', '{"max_seqs": max_num_seqs}', "'max_seqs'"),
     ("c.finish_reason", "c.finish", "'finish'"),
+    # the stepped engine (SteppedEngine): every call its thread makes on LLMEngine
+    ("engine.add_request(rid", "engine.submit(rid", "'submit'"),
+    ("engine.has_unfinished_requests()", "engine.has_unfinished()", "'has_unfinished'"),
+    ("engine.step()", "engine.run_step()", "'run_step'"),
+    ("out.finished", "out.done", "'done'"),
+    ("engine.reset_prefix_cache()", "engine.clear_prefix_cache()", "'clear_prefix_cache'"),
+    ("LLMEngine.from_engine_args(", "LLMEngine.from_args(", "'from_args'"),
 ]
 
 

@@ -412,6 +412,33 @@ def matmul_bound(model_path: str, args) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ work done
+
+
+def counted_flops(train) -> float:
+    """Matrix-product FLOPs (forward and backward) of one whole `train()` call, as torch's
+    FlopCounterMode counts them at dispatch: what each trainer asks the CPU to multiply."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train()
+    return float(counter.get_total_flops())
+
+
+def work_ratios(model_path: str, args, bf16: bool) -> dict:
+    """Per shape and trainer, TRL's FLOPs over ours on the same rows (reference log-probs
+    included). At equal matrix-product speed this is the most the time ratio can be: a ratio
+    of 2 needs TRL to do twice our products."""
+    out = {}
+    for shape in args.shapes.split(","):
+        rows = build_data(args.items, shape)
+        for kind in ("dpo", "sft"):
+            ours = counted_flops(lambda: run_ours(kind, rows, model_path, args))
+            trl = counted_flops(lambda: run_trl(kind, rows, model_path, args, bf16))
+            out[f"{shape}_{kind}"] = {"ours_gflop": ours / 1e9, "trl_gflop": trl / 1e9, "trl_over_ours": trl / ours}
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -443,6 +470,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of ours and of TRL per shape and trainer (medians)")
     ap.add_argument("--ratios-only", action="store_true",
                     help="only ours against TRL per shape (skips the log-prob, profile, layout and matmul sections)")
+    ap.add_argument("--with-flops", action="store_true",
+                    help="also count each trainer's matrix-product FLOPs on the same rows (work_ratios)")
+    ap.add_argument("--flops-only", action="store_true", help="only the FLOP counts (no timing); with --out")
     args = ap.parse_args()
     try:
         import trl  # noqa: F401
@@ -458,19 +488,24 @@ def main() -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
     model_path = resolve_model(args.model)
     bf16 = bf16_supported()
-    result: dict = {"dtype": "bf16" if bf16 else "fp32", "shapes": {}, "warm_up_seconds": warm_up(model_path, args)}
-    for shape in args.shapes.split(","):
+    warm = 0.0 if args.flops_only else warm_up(model_path, args)  # counting FLOPs needs no warm machine
+    result: dict = {"dtype": "bf16" if bf16 else "fp32", "shapes": {}, "warm_up_seconds": warm}
+    for shape in [] if args.flops_only else args.shapes.split(","):
         rows = build_data(args.items, shape)
         res = {}
         for kind in ("dpo", "sft"):
             res |= compare(kind, rows, model_path, args, bf16)
         result["shapes"][shape] = res
         print(shape, {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}, flush=True)
-    if not args.ratios_only:
+    if args.with_flops or args.flops_only:
+        result["work_ratios"] = work_ratios(model_path, args, bf16)
+        print("work", {k: round(v["trl_over_ours"], 2) for k, v in result["work_ratios"].items()}, flush=True)
+    if not (args.ratios_only or args.flops_only):
         extra_sections(result, model_path, args)
     result["settings"] = {"items": args.items, "micro_batch": args.micro_batch, "max_len": args.max_len,
                           "lr": args.lr, "model": args.model, "trl": _version("trl"), "ratios_only": args.ratios_only,
-                          "repeats": args.repeats,
+                          "repeats": args.repeats, "with_flops": args.with_flops,
+                          "flops_only": args.flops_only,
                           "trl_settings": "precompute_ref_log_probs=True, gradient_checkpointing=False, "
                                           "bf16 only if native, loss sigmoid+sft (DPO+NLL), beta 0.5"}
     result["machine"] = machine_info() | {"commit": _commit()}

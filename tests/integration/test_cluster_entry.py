@@ -1,7 +1,10 @@
 """The way users run it: `ray job submit` to a real two-node cluster.
 
-`ray start --head` and `ray start --address` on loopback make two raylets, with token auth
-on (one token, given to both nodes and to the client). Custom resources put the samplers and
+`ray start --head` and `ray start --address` make two raylets on this machine, with token auth
+on (one token, given to both nodes and to the client). The nodes take the address Ray itself
+picks for this machine, not loopback: a driver turns a loopback bootstrap address into that
+address (ray._private.services.resolve_ip_for_localhost), so on a machine with a default route a
+job's driver could not reach a cluster bound to 127.0.0.1 (it failed so, after a 4-minute wait). Custom resources put the samplers and
 the learner on the worker node, the critic and the buffer on the head, so every sample
 crosses nodes twice through the object store: sampler -> buffer -> learner. (One test for
 both the way in and the placement: each costs a tiny run.)
@@ -104,13 +107,13 @@ def cluster(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     logs = [tmp_path / "head.log", tmp_path / "worker.log"]
-    procs = [_ray(["start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+    procs = [_ray(["start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
                    f"--resources={json.dumps(HEAD)}", *OWN_PORTS], env, logs[0])]
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_for("the ray head", lambda: _port_open(dash), logs[:1])
-        procs.append(_ray(["start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+        procs.append(_ray(["start", f"--address=127.0.0.1:{port}", "--num-cpus=4",
                            f"--resources={json.dumps(WORKER)}", *OWN_PORTS], env, logs[1]))
         _wait_for("the worker node", lambda: _alive_nodes(address, env) == 2, logs)
         yield address, env

@@ -160,12 +160,15 @@ class _EngineBase:
         ordered = sorted(outputs, key=lambda c: c.index)
         return [Completion(prompt_ids, c.text, list(c.token_ids), str(c.finish_reason)) for c in ordered]
 
-    def _check_cleared(self, cleared: bool, model_path: str) -> None:
-        """vLLM's reload keeps the prefix cache: keys and values computed by the old weights
-        would be reused for any prompt that shares a full cached block with an earlier one."""
+    def _swapped(self, cleared: bool, model_path: str, t0: float) -> float:
+        """Record a weight swap; seconds since t0. vLLM's reload keeps the prefix cache: keys and
+        values computed by the old weights would be reused for any prompt that shares a full
+        cached block with an earlier one, so a swap whose cache could not be cleared fails."""
         if not cleared:
             raise RuntimeError(f"loaded {model_path}, but vLLM could not clear its prefix cache "
                                f"(requests still running?): prompts would reuse the old weights' keys and values")
+        self.model_path = model_path
+        return time.perf_counter() - t0
 
 
 class Engine(_EngineBase):
@@ -208,9 +211,7 @@ class Engine(_EngineBase):
         with self._dead_engine_check():
             self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = self.llm.reset_prefix_cache()
-        self._check_cleared(cleared, model_path)
-        self.model_path = model_path
-        return time.perf_counter() - t0
+        return self._swapped(cleared, model_path, t0)
 
 
 class AsyncEngine(_EngineBase):
@@ -252,9 +253,7 @@ class AsyncEngine(_EngineBase):
         with self._dead_engine_check():
             await self.llm.collective_rpc("reload_and_repack", kwargs={"weights_path": model_path})
             cleared = await self.llm.reset_prefix_cache()
-        self._check_cleared(cleared, model_path)
-        self.model_path = model_path
-        return time.perf_counter() - t0
+        return self._swapped(cleared, model_path, t0)
 
 
 def sampler_engine_class(core: str, gpu: bool, environ=os.environ) -> type:
@@ -329,14 +328,11 @@ class SteppedEngine(_EngineBase):
 
         with self._dead_engine_check():
             cleared = await self._submit("call", swap)
-        self._check_cleared(cleared, model_path)
-        self.model_path = model_path
-        return time.perf_counter() - t0
+        return self._swapped(cleared, model_path, t0)
 
     def shutdown(self) -> None:
         self._closing = True
-        self._inbox.put(("stop",))
-        self._stepper.join(timeout=60)  # a step in progress ends before the core goes
+        self._stepper.join(timeout=60)  # a step in progress (or a 1 s wait for work) ends before the core goes
         self.llm.engine_core.shutdown()
 
     def _step_forever(self, engine) -> None:
@@ -368,13 +364,11 @@ class SteppedEngine(_EngineBase):
                     waiting[rid] = item[-2:]
                 except ValueError as e:  # a request vLLM rejects fails its call only
                     _settle(*item[-2:], error=e)
-            elif item[0] == "call":
+            else:  # "call"
                 try:
                     _settle(*item[-2:], item[1](engine))
                 except Exception as e:  # a failed weight load fails its caller, not the engine
                     _settle(*item[-2:], error=e)
-            else:  # stop
-                return
 
 
 def _settle(loop, fut, result=None, error: BaseException | None = None) -> None:
@@ -393,5 +387,5 @@ def _drain(q: queue.Queue) -> list:
         try:
             item = q.get_nowait()
         except queue.Empty:
-            return [x for x in items if len(x) > 2]  # work items end with (loop, future)
+            return items
         items.append(item)

@@ -4,8 +4,8 @@
 on (one token, given to both nodes and to the client). The nodes take the address Ray itself
 picks for this machine, not loopback: a driver turns a loopback bootstrap address into that
 address (ray._private.services.resolve_ip_for_localhost), so on a machine with a default route a
-job's driver could not reach a cluster bound to 127.0.0.1 (it failed so, after a 4-minute wait). Custom resources put the samplers and
-the learner on the worker node, the critic and the buffer on the head, so every sample
+job's driver could not reach a cluster bound to 127.0.0.1 (it failed so, after a 4-minute wait).
+Custom resources put the samplers and the learner on the worker node, the critic and the buffer on the head, so every sample
 crosses nodes twice through the object store: sampler -> buffer -> learner. (One test for
 both the way in and the placement: each costs a tiny run.)
 """

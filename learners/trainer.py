@@ -409,14 +409,16 @@ def _checkpoint(engine, state, replay, rank, job, to_json) -> None:
 def run_learner(job: LearnJob) -> dict:
     """Run (or resume) a learning job to completion; returns the rank-0 summary."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
+
+    from learners.ray_trainer import BufferFedTorchTrainer
 
     Path(job.storage_dir).mkdir(parents=True, exist_ok=True)
     use_gpu = job.gpus_per_worker > 0
     resources = {"CPU": job.cpus_per_worker, **job.resources_per_worker}
     if use_gpu:
         resources["GPU"] = job.gpus_per_worker
-    trainer = TorchTrainer(
+    trainer = BufferFedTorchTrainer(
         train_loop,
         train_loop_config=asdict(job) | {"buffer": job.buffer},
         scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=use_gpu, resources_per_worker=resources),

@@ -173,11 +173,13 @@ def test_placeholder_only_step_moves_no_weight(ray_local, tiny_model, tmp_path):
     from dataclasses import asdict
 
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
+
+    from learners.ray_trainer import BufferFedTorchTrainer
 
     j = job(tmp_path, tiny_model, None, weight_decay=0.1, warmup_steps=3, num_workers=2)
     (tmp_path / "out").mkdir()
-    TorchTrainer(_placeholder_only_step_loop, train_loop_config=asdict(j) | {"out": str(tmp_path / "out")},
+    BufferFedTorchTrainer(_placeholder_only_step_loop, train_loop_config=asdict(j) | {"out": str(tmp_path / "out")},
                  scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                  torch_config=TorchConfig(backend="gloo"),
                  run_config=RunConfig(name="noop", storage_path=str(tmp_path / "rt"))).fit()

@@ -62,16 +62,3 @@ def test_a_local_heads_workers_inherit_the_environment_instead_of_a_runtime_env(
     runtime.start_local_head({"PYTHONPATH": "/repo", "A": "1"}, environ, num_cpus=2)
     assert calls == [("init", {"address": "local", "num_cpus": 2})]
     assert environ == {"PATH": "/bin", "PYTHONPATH": "/repo", "A": "1"}
-
-
-def test_the_skipped_log_line_is_the_one_ray_trains_cleaner_writes():
-    """pipelines/__init__.py hides this warning; if Ray rewords it, the flood would be back."""
-    import inspect
-    import re
-
-    from ray.train.v2._internal.execution.controller import placement_group_cleaner
-
-    import pipelines
-
-    assert pipelines.STATE_API_WARNING in inspect.getsource(placement_group_cleaner)
-    assert re.search(pipelines.os.environ["RAY_DEDUP_LOGS_SKIP_REGEX"], pipelines.STATE_API_WARNING + ". More.")

@@ -4,12 +4,13 @@
 
 A learner start is a Ray Train run: its controller, helper actors and worker processes, each
 importing torch and Ray Train, then DeepSpeed and the model. The suite makes about twenty of
-them and the demo three, so on 2 cores their CPU is CI time. Three variants, each in a fresh
+them and the demo three, so on 2 cores their CPU is CI time. Four variants, each in a fresh
 driver with its own local Ray head: Ray Train's defaults with the environment passed as a
 runtime_env; the same with `pipelines.runtime.local_head_env`'s trims (no preemption watcher, no
-metrics); and the trimmed environment inherited from the driver (`start_local_head`, what the
-pipeline and the tests do), which starts workers without Ray's setup_worker.py. Each start
-trains one micro-batch of 8 short SFT examples on the tests' tiny model, one worker; the first
+metrics); the trimmed environment inherited from the driver (`start_local_head`, what the
+pipeline and the tests do), which starts workers without Ray's setup_worker.py; and that with
+`learners.ray_trainer.BufferFedTorchTrainer` (no dataset manager, and no placement-group cleaner
+where no dashboard runs), what the learner now uses. Each start trains one micro-batch of 8 short SFT examples on the tests' tiny model, one worker; the first
 start of each driver is dropped (the op and page caches). Machine CPU seconds come from
 /proc/stat, so nothing else may run meanwhile.
 """
@@ -28,7 +29,9 @@ from pathlib import Path
 
 from common import ROOT, machine, write_result
 
-VARIANTS = ("ray_defaults", "local_head_env", "inherited_env")
+VARIANTS = ("ray_defaults", "local_head_env", "inherited_env", "fewer_helpers")
+# The first three run Ray Train's own TorchTrainer, as the learner did when they were first measured.
+STOCK_TRAINER = VARIANTS[:3]
 
 
 def machine_cpu_seconds() -> float:
@@ -46,11 +49,16 @@ def one_driver(variant: str, starts: int) -> list[dict]:
     from learners.trainer import LearnJob, run_learner
     from pipelines.runtime import local_head_env, start_local_head, start_local_ray
 
+    if variant in STOCK_TRAINER:
+        import learners.ray_trainer
+        from ray.train.torch import TorchTrainer
+
+        learners.ray_trainer.BufferFedTorchTrainer = TorchTrainer  # run_learner imports it at each call
     model = str(build_tiny_model())
     env = {k: os.environ[k] for k in ("SELFCRITIQUE_CACHE", "DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR",
                                       "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")}
     env["PYTHONPATH"] = str(ROOT)
-    if variant == "inherited_env":
+    if variant in ("inherited_env", "fewer_helpers"):
         start_local_head(local_head_env(env), num_cpus=4, include_dashboard=False)
     else:
         env = local_head_env(env) if variant == "local_head_env" else env
@@ -97,7 +105,7 @@ def main() -> None:
         result[variant] = summarise(rows)
         print(variant, {k: v for k, v in result[variant].items() if k != "runs"}, flush=True)
     for a, b in (("ray_defaults", "local_head_env"), ("local_head_env", "inherited_env"),
-                 ("ray_defaults", "inherited_env")):
+                 ("ray_defaults", "inherited_env"), ("inherited_env", "fewer_helpers"), ("ray_defaults", "fewer_helpers")):
         for what in ("cpu", "wall"):
             result[f"{what}_ratio_{a}_vs_{b}"] = result[a][f"{what}_s_mean"] / result[b][f"{what}_s_mean"]
     result["machine"] = machine() | {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -253,8 +253,10 @@ def pytest_testnodedown(node, error):
 # fewer of its tests are still pending. So: the two longest modules first, then two short ones
 # (a worker's second module, long enough in tests that it takes nothing more meanwhile), then
 # the other long modules, longest first, each followed by a short one, then the rest.
-LONGEST_FIRST = ["integration/test_pipeline.py", "integration/test_critic_selection.py",
-                 "integration/test_learner.py", "integration/test_rollout.py", "integration/test_sweep.py",
+# By their time in the suite (bench/results/ci_time.json and the run it replaced; a module's
+# wall time beside the other worker): a long one left for the end leaves one worker alone on it.
+LONGEST_FIRST = ["integration/test_pipeline.py", "integration/test_learner.py", "integration/test_sweep.py",
+                 "integration/test_rollout.py", "integration/test_critic_selection.py",
                  "integration/test_cluster_entry.py", "integration/test_faults.py", "integration/test_models.py"]
 
 

@@ -35,7 +35,8 @@ def tiny_overrides(run_dir: Path, tiny_model: str) -> list[str]:
         # a tiny critic needs a high learning rate to learn the critique template in seconds
         "critic.max_new_tokens=40", "critic.lr=3e-3", "critic.epochs=2", "rft.problems=8", "rft.samples_per_prompt=3",
         "dpo.problems=8", "dpo.samples_per_prompt=3", "dpo.min_score_gap=0", "eval.problems=6", "eval.max_new_tokens=32",
-        "train.micro_batch_size=4", "train.max_len=160", "train.checkpoint_every=2",
+        # a few Ray Train checkpoints (each a DeepSpeed save and a report); resuming from one is test_learner.py's
+        "train.micro_batch_size=4", "train.max_len=160", "train.checkpoint_every=8",
         "resources.samplers.kv_cache_gib=1", "resources.critics.kv_cache_gib=1",
         f"eval.mathusereval_path={ROOT.parent / 'shared/data/mathusereval/math-user-eval.jsonl'}",
         "eval.mathusereval_limit=2",

@@ -31,16 +31,16 @@ def test_the_two_longest_modules_start_on_different_workers_and_take_short_ones(
     counts = {**SHORT, **LONG}
     order = module_order(counts)
     w1, w2 = first_two_per_worker(order, counts)
-    assert w1[0] == "t/integration/test_pipeline.py" and w2[0] == "t/integration/test_critic_selection.py"
+    assert w1[0] == "t/integration/test_pipeline.py" and w2[0] == "t/integration/test_learner.py"
     assert all("/unit/" in m for m in w1[1:] + w2[1:])
-    assert order.index("t/integration/test_learner.py") < order.index("t/integration/test_sweep.py")
+    assert order.index("t/integration/test_sweep.py") < order.index("t/integration/test_critic_selection.py")
 
 
 def test_long_ones_longest_first_each_followed_by_a_short_one_most_tests_first():
     # t/unit/test_sweep.py shares its name with a long integration module but is short
     assert module_order({**SHORT, **LONG}) == [
-        "t/integration/test_pipeline.py", "t/integration/test_critic_selection.py", "t/unit/test_b.py",
-        "t/unit/test_d.py", "t/integration/test_learner.py", "t/unit/test_sweep.py", "t/integration/test_sweep.py",
+        "t/integration/test_pipeline.py", "t/integration/test_learner.py", "t/unit/test_b.py",
+        "t/unit/test_d.py", "t/integration/test_sweep.py", "t/unit/test_sweep.py", "t/integration/test_critic_selection.py",
         "t/unit/test_a.py"]
 
 

@@ -12,7 +12,8 @@ pipeline and the tests do), which starts workers without Ray's setup_worker.py; 
 `learners.ray_trainer.BufferFedTorchTrainer` (no dataset manager, and no placement-group cleaner
 where no dashboard runs), what the learner now uses. Each start trains one micro-batch of 8 short SFT examples on the tests' tiny model, one worker; the first
 start of each driver is dropped (the op and page caches). Machine CPU seconds come from
-/proc/stat, so nothing else may run meanwhile.
+/proc/stat, so nothing else may run meanwhile. One more start per driver, not in the timings,
+records which processes its CPU went to (bench/proc_cpu.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, machine, write_result
+from proc_cpu import ProcessCPU
 
 VARIANTS = ("ray_defaults", "local_head_env", "inherited_env", "fewer_helpers")
 # The first three run Ray Train's own TorchTrainer, as the learner did when they were first measured.
@@ -63,8 +65,7 @@ def one_driver(variant: str, starts: int) -> list[dict]:
     else:
         env = local_head_env(env) if variant == "local_head_env" else env
         start_local_ray(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})
-    rows = []
-    for i in range(starts):
+    def one_start() -> tuple[float, float, dict]:
         d = Path(tempfile.mkdtemp(prefix="learner-start-"))
         buf = Buffer.remote(str(d / "buf"), capacity=100)
         items = [SFTExample(f"ex{k}", [{"role": "user", "content": f"What is {k} plus 1?"}], f"It is {k + 1}.")
@@ -76,16 +77,25 @@ def one_driver(variant: str, starts: int) -> list[dict]:
                        warmup_steps=0, num_workers=1, cpus_per_worker=1, epochs=1)
         c0, t0 = machine_cpu_seconds(), time.perf_counter()
         summary = run_learner(job)
-        rows.append({"wall_s": time.perf_counter() - t0, "cpu_s": machine_cpu_seconds() - c0,
-                     "micro_steps": summary["micro"]})
+        return time.perf_counter() - t0, machine_cpu_seconds() - c0, summary
+
+    rows = []
+    for _ in range(starts):
+        wall, cpu, summary = one_start()
+        rows.append({"wall_s": wall, "cpu_s": cpu, "micro_steps": summary["micro"]})
+    with ProcessCPU() as procs:  # one more start, not timed above: which processes its CPU went to
+        one_start()
+    rows.append({"process_cpu_s": procs.by_kind()})
     ray.shutdown()
     return rows
 
 
 def summarise(rows: list[dict]) -> dict:
-    kept = rows[1:]
+    *timed, procs = rows
+    kept = timed[1:]
     return {"starts_kept": len(kept), "wall_s_mean": statistics.mean(r["wall_s"] for r in kept),
-            "cpu_s_mean": statistics.mean(r["cpu_s"] for r in kept), "runs": rows}
+            "cpu_s_mean": statistics.mean(r["cpu_s"] for r in kept), "runs": timed,
+            "process_cpu_s_extra_start": procs["process_cpu_s"]}
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """Ray Train's TorchTrainer, less two helper actors that our learner runs cannot use.
 
 Every Ray Train 2.60 run starts helper actors, each a process that imports Ray Train, Ray Data,
-pandas and pyarrow. On a 2-core machine that is CPU time at every learner start (bench/README.md,
-"Learner start"), and the suite makes about twenty starts. Two of them do nothing for us:
+pandas and pyarrow. On a 2-core machine that is CPU time at every learner start (what each
+process used: bench/results/learner_start.json), and the suite makes about twenty starts. Two of
+them do nothing for us:
 
-- the DatasetManager (about 3.5 CPU-seconds), started even when no Ray Dataset is given. Our
-  learners read the rollout buffer actor, never a Dataset;
-- the PlacementGroupCleaner (about 5 CPU-seconds), which asks Ray's State API every second
+- the DatasetManager, started even when no Ray Dataset is given. Our learners read the rollout
+  buffer actor, never a Dataset;
+- the PlacementGroupCleaner, which asks Ray's State API every second
   whether the controller lives, to free the learner's placement group if it died. The State API
   is served by the dashboard, which a local head here does not run, so the cleaner can never see
   anything: it only failed a query each second and logged a warning about it.

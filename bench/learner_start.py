@@ -29,16 +29,11 @@ import time
 from pathlib import Path
 
 from common import ROOT, machine, write_result
-from proc_cpu import ProcessCPU
+from proc_cpu import ProcessCPU, machine_cpu_seconds
 
 VARIANTS = ("ray_defaults", "local_head_env", "inherited_env", "fewer_helpers")
 # The first three run Ray Train's own TorchTrainer, as the learner did when they were first measured.
 STOCK_TRAINER = VARIANTS[:3]
-
-
-def machine_cpu_seconds() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def one_driver(variant: str, starts: int) -> list[dict]:

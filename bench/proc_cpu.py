@@ -16,6 +16,12 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
 def kind(cmdline: str) -> str:
     """A short name for a process: Ray's title (`ray::TrainController`), else the program's name."""
     if cmdline.startswith("ray::"):
@@ -81,7 +87,7 @@ class ProcessCPU:
     def by_kind(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for pid, (cmd, cpu) in self._last.items():
-            used = cpu - self._base.get(pid, 0.0)
+            used, name = cpu - self._base.get(pid, 0.0), kind(cmd)
             if used > 0:
-                totals[kind(cmd)] = totals.get(kind(cmd), 0.0) + used
+                totals[name] = totals.get(name, 0.0) + used
         return {k: round(v, 2) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}

@@ -204,8 +204,10 @@ def baseline_of(path: Path) -> dict:
             "trained_tok_per_s": {s: (b.get(s) or {}).get("trained_tok_per_s") for s in ("critic", "rft", "dpo")}}
 
 
-def write_summary(run: RunDir, baseline: Path | None = None) -> dict:
-    """Build the results, write summary.json and render report.md from them."""
+def write_summary(run: RunDir, baseline: Path | None = None, run_commit: str | None = None) -> dict:
+    """Build the results, write summary.json and render report.md from them. `run_commit` names the
+    commit a run was made at when its manifest predates recorded provenance (the checkout writing
+    the report may be another)."""
     from pipelines.report import write_report
 
     now = None
@@ -213,6 +215,12 @@ def write_summary(run: RunDir, baseline: Path | None = None) -> dict:
         cfg = run.root / "config.json"
         now = provenance(json.loads(cfg.read_text()) if cfg.exists() else {}, "", "")
         now["detected"] = "when the report was written (the run predates recorded provenance)"
+        if run_commit:
+            now["commit"] = run_commit
+            now["detected"] += "; its commit given by --run-commit"
+    elif run_commit:
+        raise ResultsError(f"{run.root / 'manifest.json'}: the run recorded its commit; --run-commit is only "
+                           "for runs that predate recorded provenance")
     res = build(run, now)
     if baseline is not None:
         res["baseline"] = baseline_of(baseline)
@@ -221,10 +229,10 @@ def write_summary(run: RunDir, baseline: Path | None = None) -> dict:
     return res
 
 
-def publish(run_root: Path, dest: Path, baseline: Path | None = None) -> dict:
+def publish(run_root: Path, dest: Path, baseline: Path | None = None, run_commit: str | None = None) -> dict:
     """Rebuild a run's results, check them and copy them (and the plots) to `dest`."""
     run = RunDir(run_root)
-    res = write_summary(run, baseline)
+    res = write_summary(run, baseline, run_commit)
     errs = check(res)
     if errs:
         raise ResultsError(f"{run.root / 'summary.json'}: " + "; ".join(errs))
@@ -236,23 +244,25 @@ def publish(run_root: Path, dest: Path, baseline: Path | None = None) -> dict:
     return res
 
 
-def run_dir_args(prog: str, doc: str, example: str, argv: list[str] | None) -> argparse.Namespace:
+def run_dir_parser(prog: str, doc: str, example: str) -> argparse.ArgumentParser:
     """The command line of a results writer: a run directory and an optional --publish path."""
     ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--publish", type=Path, help=f"copy the checked results here (e.g. {example})")
-    ap.add_argument("--baseline", type=Path, help="a published results file whose stage times the report sets beside")
-    return ap.parse_args(argv)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = run_dir_args("./dev report", __doc__, "docs/results/cpu-demo.json", argv)
+    ap = run_dir_parser("./dev report", __doc__, "docs/results/cpu-demo.json")
+    ap.add_argument("--baseline", type=Path, help="a published results file whose stage times the report sets beside")
+    ap.add_argument("--run-commit", help="the commit a run was made at, for a run that predates recorded provenance")
+    args = ap.parse_args(argv)
     if not (args.run_dir / "manifest.json").exists():
         print(f"error: {args.run_dir}: no manifest.json (not a run directory)", file=sys.stderr)
         return 2
     try:
-        res = (publish(args.run_dir, args.publish, args.baseline) if args.publish
-               else write_summary(RunDir(args.run_dir), args.baseline))
+        res = (publish(args.run_dir, args.publish, args.baseline, args.run_commit) if args.publish
+               else write_summary(RunDir(args.run_dir), args.baseline, args.run_commit))
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.rounds import round_dir
 from core.stats import accuracy_interval, paired_difference
-from pipelines.results import ResultsError, dumps, run_dir_args
+from pipelines.results import ResultsError, dumps, run_dir_parser
 from pipelines.run_dir import RunDir
 
 CRITIC_KEYS = ("critic_balanced_accuracy", "critic_auc", "flawed_work_detection", "critic_n")
@@ -133,7 +133,7 @@ def write_rounds(run: RunDir) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = run_dir_args("python -m pipelines.rounds", __doc__, "docs/results/rounds.json", argv)
+    args = run_dir_parser("python -m pipelines.rounds", __doc__, "docs/results/rounds.json").parse_args(argv)
     try:
         res = write_rounds(RunDir(args.run_dir))
         errs = check_rounds(res)

@@ -217,6 +217,19 @@ def test_a_run_without_recorded_provenance_says_when_it_was_detected(run_dir, tm
     assert "report was written" in res["provenance_detected"] and res["machine"]["cores"] >= 1
 
 
+def test_a_run_without_recorded_provenance_takes_its_commit_from_the_command_line(run_dir, capsys):
+    recorded = run_dir.manifest["provenance"]["commit"]
+    assert main([str(run_dir.root), "--run-commit", "c" * 40]) == 2  # the run recorded one: refused
+    assert "recorded its commit" in capsys.readouterr().err
+    del run_dir.manifest["provenance"]
+    run_dir._save()
+    assert main([str(run_dir.root)]) == 0
+    assert json.loads(capsys.readouterr().out)["commit"] != "c" * 40
+    assert main([str(run_dir.root), "--run-commit", "c" * 40]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["commit"] == "c" * 40 != recorded and "--run-commit" in res["provenance_detected"]
+
+
 def test_a_baseline_puts_its_stage_times_beside_this_runs_in_the_report(run_dir, tmp_path):
     base = build(run_dir) | {"commit": "b" * 40, "stage_minutes": {"critic": 12.25, "rft": 4.5}}
     base["rft"] = {"trained_tok_per_s": 77.5}

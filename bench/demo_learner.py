@@ -57,14 +57,19 @@ def step_windows(metrics: Path) -> list[float]:
 
 
 def consumed_items(rollout: Path) -> tuple[dict[str, dict], set[str]]:
-    """Buffer items the learner acknowledged, by key, and the keys its first step took."""
-    acks = read_jsonl(rollout / "acks.jsonl")
-    acked = {a["key"] for a in acks}
-    items = {d["key"]: d["item"] for d in read_jsonl(rollout / "deliverables.jsonl") if d["key"] in acked}
-    missing = acked - items.keys()
+    """Buffer items the learner acknowledged (an undone ack takes it back), by key, and the keys
+    its first step took."""
+    step: dict[str, int] = {}
+    for a in read_jsonl(rollout / "acks.jsonl"):
+        if a.get("undo"):
+            step.pop(a["key"], None)
+        else:
+            step[a["key"]] = a["step"]
+    items = {d["key"]: d["item"] for d in read_jsonl(rollout / "deliverables.jsonl") if d["key"] in step}
+    missing = step.keys() - items.keys()
     if missing:
         raise SystemExit(f"{rollout}: {len(missing)} acknowledged keys have no deliverable, e.g. {sorted(missing)[0]}")
-    return items, {a["key"] for a in acks if a["step"] == 1}
+    return items, {k for k, s in step.items() if s == 1}
 
 
 def sequence_tokens(tok, item: dict, max_len: int) -> int:
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"))
     before = run_figures(args.before, args.before_commit, tok)
     after = run_figures(args.after, args.after_commit, tok)
-    write_result("demo_learner", {"machine": machine(), "before": before, "after": after,
+    from pipelines.results import git_commit
+
+    write_result("demo_learner", {"machine": machine(), "commit": git_commit(), "before": before, "after": after,
                                   "after_over_before": ratios(before, after)})
     return 0
 

@@ -237,6 +237,10 @@ def md_learner(res: dict) -> list[str]:
         lines += [f"Baseline: `{base['file']}` ({machine_line(base.get('machine'))})."]
         if (base.get("machine") or {}).get("cpu_model") != (res.get("machine") or {}).get("cpu_model"):
             lines += ["**The baseline ran on another CPU model: its times do not compare.**"]
+        if base.get("config_sha256") != res.get("config_sha256"):
+            lines += ["The baseline ran another config: its stage minutes compare only as far as the two configs do."]
+        if not any(b_tok.values()):
+            lines += ["The baseline's learner recorded no step seconds, so its tokens/s are blank."]
     return lines + [""]
 
 

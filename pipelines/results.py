@@ -200,7 +200,7 @@ def baseline_of(path: Path) -> dict:
     if missing:
         raise ResultsError(f"{path}: a baseline needs the fields {', '.join(missing)} (a `./dev report --publish` file)")
     return {"file": str(path), "commit": b["commit"], "machine": b["machine"], "minutes": b.get("minutes"),
-            "stage_minutes": b["stage_minutes"],
+            "stage_minutes": b["stage_minutes"], "config_sha256": b.get("config_sha256"),
             "trained_tok_per_s": {s: (b.get(s) or {}).get("trained_tok_per_s") for s in ("critic", "rft", "dpo")}}
 
 

@@ -243,6 +243,15 @@ def test_a_baseline_puts_its_stage_times_beside_this_runs_in_the_report(run_dir,
     row = next(x for x in section.splitlines() if x.startswith("| rft |"))
     assert [c.strip() for c in row.split("|")[2:-1]] == ["1.0", "4.5", "8", "20.0", "3000", "150.0", "77.5"]
     assert "minutes at bbbbbbb" in report and "another CPU model" not in report
+    assert "another config" not in report and "recorded no step seconds" not in report
+
+
+def test_a_baseline_of_another_config_and_without_learner_rates_is_said_so(run_dir, tmp_path):
+    base = build(run_dir) | {"commit": "b" * 40, "config_sha256": "f" * 64}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    assert main([str(run_dir.root), "--baseline", str(tmp_path / "base.json")]) == 0
+    section = (run_dir.root / "report.md").read_text().split("## Stage times and learner throughput")[1]
+    assert "ran another config" in section and "recorded no step seconds" in section
 
 
 @pytest.mark.parametrize("content,why", [("{", "cannot read"), ('{"commit": "x"}', "machine, stage_minutes")])

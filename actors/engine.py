@@ -148,6 +148,17 @@ class _EngineBase:
         return prompts, budgets
 
     @staticmethod
+    def rendered(engine, ids: list[int]):
+        """A tokenized prompt as the engine's own renderer prepares it: vLLM 0.32 deprecates
+        handing its engines raw prompts (AsyncLLM and LLMEngine; LLM.generate renders itself)."""
+        from vllm.inputs import TokensPrompt
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        (engine_input,) = engine.renderer.render_cmpl(
+            [parse_model_prompt(engine.model_config, TokensPrompt(prompt_token_ids=ids))])
+        return engine_input
+
+    @staticmethod
     def params(spec: SamplingSpec, budget: int, final_only: bool = False):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -232,13 +243,11 @@ class AsyncEngine(_EngineBase):
         """n completions per conversation, in input order."""
         import asyncio
 
-        from vllm.inputs import TokensPrompt
-
         prompts, budgets = self.prepare(conversations, spec)
 
         async def one(ids: list[int], budget: int) -> list[Completion]:
             final = None
-            async for final in self.llm.generate(TokensPrompt(prompt_token_ids=ids),
+            async for final in self.llm.generate(self.rendered(self.llm, ids),
                                                  self.params(spec, budget, final_only=True),
                                                  request_id=uuid.uuid4().hex):
                 pass
@@ -309,10 +318,8 @@ class SteppedEngine(_EngineBase):
 
     async def generate(self, conversations: list[list[dict]], spec: SamplingSpec) -> list[list[Completion]]:
         """n completions per conversation, in input order."""
-        from vllm.inputs import TokensPrompt
-
         prompts, budgets = self.prepare(conversations, spec)
-        futs = [self._submit("add", TokensPrompt(prompt_token_ids=ids), self.params(spec, b, final_only=True))
+        futs = [self._submit("add", ids, self.params(spec, b, final_only=True))
                 for ids, b in zip(prompts, budgets)]
         with self._dead_engine_check():
             finals = await asyncio.gather(*futs)
@@ -360,10 +367,13 @@ class SteppedEngine(_EngineBase):
             if item[0] == "add":
                 rid = uuid.uuid4().hex
                 try:
-                    engine.add_request(rid, item[1], item[2])
+                    engine.add_request(rid, self.rendered(engine, item[1]), item[2])
                     waiting[rid] = item[-2:]
                 except ValueError as e:  # a request vLLM rejects fails its call only
                     _settle(*item[-2:], error=e)
+                except BaseException as e:  # the engine fails; this call, already off the inbox, hears of it too
+                    _settle(*item[-2:], error=e)
+                    raise
             else:  # "call"
                 try:
                     _settle(*item[-2:], item[1](engine))

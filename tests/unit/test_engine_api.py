@@ -44,6 +44,9 @@ HOLDS = {
     ("swap", "engine"): LLM_ENGINE,
     ("_step_forever", "engine"): LLM_ENGINE,
     ("_take_work", "engine"): LLM_ENGINE,
+    # rendered() is handed LLMEngine (stepped) or AsyncLLM: both set renderer and model_config
+    # in __init__ (test_both_engines_carry_what_rendered_reads)
+    ("rendered", "engine"): LLM_ENGINE,
     ("_step_forever", "out"): "vllm.outputs.RequestOutput",
     ("SteppedEngine", "final"): "vllm.outputs.RequestOutput",
     ("completions", "c"): "vllm.outputs.CompletionOutput",
@@ -55,6 +58,7 @@ HOLDS = {
 INSTANCE_ATTRS = {
     ("vllm.LLM", "llm_engine"): "vllm.v1.engine.llm_engine.LLMEngine",
     ("vllm.v1.engine.llm_engine.LLMEngine", "engine_core"): "vllm.v1.engine.core_client.EngineCoreClient",
+    (LLM_ENGINE, "renderer"): "vllm.renderers.base.BaseRenderer",
     (WORKER, "model_runner"): RUNNER,
 }
 ENGINE_ARGS = "vllm.EngineArgs"
@@ -263,6 +267,12 @@ def test_engine_uses_only_what_the_installed_vllm_has():
     assert f'worker_extension_cls="{EXTENSION}"' in source
 
 
+def test_both_engines_carry_what_rendered_reads():
+    for path in (LLM_ENGINE, "vllm.v1.engine.async_llm.AsyncLLM"):
+        cls = _resolve(path)
+        assert _assigned_on_self(cls, "renderer") and _assigned_on_self(cls, "model_config"), path
+
+
 def test_worker_extension_uses_only_what_the_installed_worker_has():
     assert vllm_findings(EXTENSION_FILE.read_text()) == []
 
@@ -302,6 +312,10 @@ MUTATIONS = [
     ("out.finished", "out.done", "'done'"),
     ("engine.reset_prefix_cache()", "engine.clear_prefix_cache()", "'clear_prefix_cache'"),
     ("LLMEngine.from_engine_args(", "LLMEngine.from_args(", "'from_args'"),
+    # both continuous-batching engines hand vLLM rendered prompts
+    ("engine.renderer.render_cmpl(", "engine.renderer.render(", "'render'"),
+    ("engine.renderer.render_cmpl(", "engine.processor.render_cmpl(", "'processor'"),
+    ("import parse_model_prompt", "import parse_prompt", "cannot import parse_prompt"),
 ]
 
 

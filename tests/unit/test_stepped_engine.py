@@ -28,12 +28,15 @@ class Output:
 class StandInCore:
     """Finishes one running request per step; the step numbered `fail_at` raises."""
 
-    def __init__(self, fail_at: int | None = None):
+    def __init__(self, fail_at: int | None = None, reject: dict[str, BaseException] | None = None):
         self.running: list[tuple[str, str]] = []
         self.steps = 0
         self.fail_at = fail_at
+        self.reject = reject or {}  # prompt -> what add_request raises for it
 
     def add_request(self, rid: str, prompt: str, params) -> None:
+        if prompt in self.reject:
+            raise self.reject[prompt]
         self.running.append((rid, prompt))
 
     def has_unfinished_requests(self) -> bool:
@@ -50,6 +53,7 @@ class StandInCore:
 def engine_over(core: StandInCore) -> SteppedEngine:
     eng = SteppedEngine.__new__(SteppedEngine)  # no tokenizer, no vLLM: only the loop
     eng.model_path, eng._closing, eng._failure, eng._inbox = "stand-in", False, None, queue.Queue()
+    eng.rendered = lambda _core, prompt: prompt  # vLLM's renderer is the real engine's (test_rollout)
     eng._stepper = threading.Thread(target=eng._step_forever, args=(core,), daemon=True)
     eng._stepper.start()
     return eng
@@ -99,3 +103,20 @@ def test_a_failed_call_fails_its_caller_only():
 
     assert asyncio.run(run()).prompt == "after" and eng._failure is None
     eng._closing = True
+
+
+def test_a_rejected_request_fails_its_call_and_an_add_that_breaks_fails_the_engine():
+    eng = engine_over(StandInCore(reject={"too long": ValueError("prompt too long"),
+                                          "broken": RuntimeError("engine broke")}))
+
+    async def run():
+        with pytest.raises(ValueError, match="too long"):
+            await asyncio.wait_for(eng._submit("add", "too long", None), 30)
+        ok = await asyncio.wait_for(eng._submit("add", "fine", None), 30)
+        with pytest.raises(RuntimeError, match="engine broke"):  # told, not left waiting
+            await asyncio.wait_for(eng._submit("add", "broken", None), 30)
+        return ok
+
+    assert asyncio.run(run()).prompt == "fine"
+    eng._stepper.join(timeout=30)
+    assert isinstance(eng._failure, RuntimeError) and not eng._stepper.is_alive()

@@ -30,20 +30,20 @@ STAGES = ("critic", "rft", "dpo")
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}:{n}: not JSON ({e})") from None
-    return rows
+    """A run directory's log, read as the buffer and learner read it; a missing one is an error here."""
+    from actors.journal import Journal
+
+    if not path.exists():
+        raise SystemExit(f"{path}: missing (is this a finished run directory?)")
+    return Journal.read(path)
 
 
 def step_windows(metrics: Path) -> list[float]:
     """Seconds of each logged step's window; one attempt only, since a resumed learner's windows
     would count its replayed steps twice."""
     rows = read_jsonl(metrics)
+    if not rows:
+        raise SystemExit(f"{metrics}: no step logged")
     steps = [r["step"] for r in rows]
     if steps != sorted(set(steps)):
         raise SystemExit(f"{metrics}: steps repeat or go back (a resumed learner): {steps}")
@@ -79,33 +79,33 @@ def sequence_tokens(tok, item: dict, max_len: int) -> int:
     return sum(len(encode(tok, item["messages"], r, max_len)[0]) for r in responses)
 
 
-def stage_figures(run: Path, stage: str, cfg: dict, tok) -> dict:
-    from pipelines.results import stage_minutes
-
-    manifest = json.loads((run / "manifest.json").read_text())
+def stage_figures(run: Path, stage: str, cfg: dict, minutes: float | None, tok) -> dict:
     items, first = consumed_items(run / stage / "rollout")
     max_len, epochs = cfg["train"]["max_len"], cfg[stage]["epochs"]
     counts = {k: sequence_tokens(tok, it, max_len) for k, it in items.items()}
     tokens = sum(counts.values()) * epochs - sum(counts[k] for k in first)
     windows = step_windows(run / stage / "train" / f"{stage}-learner-metrics.jsonl")
     secs = sum(windows[1:])
-    return {"stage_minutes": stage_minutes(manifest["stages"]).get(stage), "items": len(items), "epochs": epochs,
+    return {"stage_minutes": minutes, "items": len(items), "epochs": epochs,
             "optimizer_steps": len(windows), "first_window_seconds": round(windows[0], 1),
             "learner_seconds": round(secs, 1), "sequence_tokens": tokens,
             "learner_tok_per_s": round(tokens / secs, 1) if secs else None}
 
 
 def run_figures(run: Path, commit: str | None, tok) -> dict:
+    from pipelines.results import stage_minutes
+
     manifest = json.loads((run / "manifest.json").read_text())
     prov = manifest.get("provenance") or {}
     commit = prov.get("commit") or commit
     if not commit:
         raise SystemExit(f"{run}/manifest.json: no recorded commit; give it with --before-commit/--after-commit")
     cfg = json.loads((run / "config.json").read_text())
+    minutes = stage_minutes(manifest["stages"])
     return {"run_dir": str(run), "commit": commit, "commit_from": "manifest" if prov.get("commit") else "command line",
             "machine": prov.get("machine"), "minutes": round(manifest.get("last_run_minutes", 0), 2),
             "config": {s: cfg.get(s) for s in (*STAGES, "train")},
-            "stages": {s: stage_figures(run, s, cfg, tok) for s in STAGES}}
+            "stages": {s: stage_figures(run, s, cfg, minutes.get(s), tok) for s in STAGES}}
 
 
 def ratios(before: dict, after: dict) -> dict:
